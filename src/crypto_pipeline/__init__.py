@@ -1,0 +1,1 @@
+"""Binance prices -> Kafka -> Spark Structured Streaming -> Streamlit: the shared library."""
