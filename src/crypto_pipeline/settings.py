@@ -297,9 +297,9 @@ class Settings:
     checkpoint_dir: Path = setting(
         "./checkpoints/crypto-aggregates", "Spark checkpoint of the aggregation query (the "
         "dead-letter query uses the same path with -dlq appended)", _path, group=SPARK)
-    history_dir: Path = setting(
-        "./data/history", "Parquet history of every emitted aggregate, read by the dashboard",
-        _path, group=SPARK)
+    history_db: Path = setting(
+        "./data/history.sqlite", "history of every emitted aggregate (SQLite, latest value "
+        "per window), read by the dashboard on start", _path, group=SPARK)
     spark_ui_port: int = setting("4040", "Spark UI port", _port, group=SPARK)
 
     # Alerts and backfill
@@ -336,6 +336,9 @@ class Settings:
         _number(0), group=DASHBOARD)
 
     # General
+    run_dir: Path = setting(
+        "./logs/run", "pid files and each component's status file (read by status.sh and "
+        "the dashboard)", _path, group=GENERAL)
     log_level: str = setting(
         "INFO", "DEBUG, INFO, WARNING or ERROR", _choice("DEBUG", "INFO", "WARNING", "ERROR"),
         group=GENERAL)
