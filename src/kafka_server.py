@@ -13,7 +13,7 @@ import threading
 from crypto_pipeline import logs
 from crypto_pipeline.embedded_kafka import EmbeddedKafka, KafkaNotInstalled, listener_host
 from crypto_pipeline.paths import LOG_DIR
-from crypto_pipeline.settings import load_or_exit
+from crypto_pipeline.settings import exit_config_error, load_or_exit
 
 log = logging.getLogger("kafka_server")
 
@@ -27,7 +27,7 @@ def main() -> int:
                               nodes=settings.kafka_brokers, host=listener_host(host),
                               heap=settings.kafka_heap)
     except KafkaNotInstalled as err:
-        raise SystemExit(f"error: {err}") from None
+        exit_config_error(str(err))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -7,7 +7,6 @@ Node i of an n-node cluster runs broker and controller in one JVM, listening on
 
 from __future__ import annotations
 
-import ctypes
 import base64
 import logging
 import signal
@@ -20,6 +19,7 @@ from typing import IO
 
 from crypto_pipeline.kafka_clients import wait_until_ready
 from crypto_pipeline.paths import KAFKA_JARS_DIR, KAFKA_LOG4J_CONFIG
+from crypto_pipeline.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +28,6 @@ STOP_TIMEOUT_SECONDS = 30.0
 
 class KafkaNotInstalled(RuntimeError):
     pass
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the process that started the broker dies, so a
-    crashed test run or a SIGKILLed supervisor never leaves a broker holding its port."""
-    PR_SET_PDEATHSIG = 1
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 @dataclass
@@ -162,7 +152,7 @@ class EmbeddedKafka:
         node.process = subprocess.Popen(
             self._java("kafka.Kafka", str(self._config_file(node))),
             stdout=node._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent)
+            preexec_fn=die_with_parent)
         log.info("Kafka node %d starting on %s (pid %d, log %s)",
                  node.node_id, node.address, node.process.pid, node.log_file)
 

@@ -69,6 +69,14 @@ class HistoryStore:
         with closing(self._connect()) as connection:
             return [_from_sql(row) for row in connection.execute(query, params)]
 
+    def newest_emitted_at(self) -> datetime | None:
+        """When the newest aggregate was written, or None when there is none."""
+        if not self.path.exists():
+            return None
+        with closing(self._connect()) as connection:
+            (newest,) = connection.execute("SELECT max(emitted_at) FROM aggregates").fetchone()
+        return parse_time(newest) if newest else None
+
     def prune(self, older_than: datetime) -> int:
         """Drop windows that ended before `older_than`; returns how many."""
         if not self.path.exists():

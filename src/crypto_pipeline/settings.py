@@ -12,9 +12,10 @@ import dataclasses
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NoReturn
 from urllib.parse import urlparse
 
 from dotenv import dotenv_values
@@ -417,12 +418,23 @@ def fields() -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(Settings)
 
 
+# Exit status of a process stopped by its configuration (a bad setting, an unknown
+# symbol): the supervisor does not restart it, since a restart cannot fix it.
+EXIT_CONFIG_ERROR = 2
+
+
+def exit_config_error(message: str) -> NoReturn:
+    """End the process with one line on stderr and EXIT_CONFIG_ERROR."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_CONFIG_ERROR)
+
+
 def load_or_exit(**overrides: Any) -> Settings:
     """Settings for an entry point: a bad value ends the process with one line naming it."""
     try:
         return Settings.load(**overrides)
     except SettingsError as err:
-        raise SystemExit(f"error: {err}") from None
+        exit_config_error(str(err))
 
 
 def env_example() -> str:
