@@ -97,8 +97,6 @@ class EmbeddedKafka:
             "share.coordinator.state.topic.min.isr": min_isr,
             "default.replication.factor": replicas,
             "group.initial.rebalance.delay.ms": "0",
-            # Compacted topics (aggregates, alerts) are cleaned within minutes, not days.
-            "log.cleaner.min.cleanable.ratio": "0.1",
             **self.extra_properties,
         }
 

@@ -16,9 +16,13 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     replicated = {"min.insync.replicas": "2"} if settings.replication_factor >= 3 else {}
     # Aggregates and alerts are keyed state: compaction keeps the latest value per key,
     # so a restarted dashboard rebuilds from the topic; delete drops windows long past.
+    # Only closed segments are compacted: hourly segments let a restarted consumer read
+    # about one value per key instead of every update of the last week.
     keyed_state = {
         "cleanup.policy": "compact,delete",
         "retention.ms": str(int(settings.aggregates_retention.seconds * 1000)),
+        "segment.ms": str(3600 * 1000),
+        "min.cleanable.dirty.ratio": "0.1",
         **replicated,
     }
     return {
