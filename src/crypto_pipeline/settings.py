@@ -367,7 +367,17 @@ class Settings:
                 raise SettingsError(f"{name}={shown}: {err}") from None
         settings = cls(**values)
         settings._check()
-        return settings
+        return settings._with_cluster_bootstrap()
+
+    def _with_cluster_bootstrap(self) -> "Settings":
+        """An embedded cluster named by its first broker: clients get every broker, so they
+        can still connect while that one is down."""
+        servers = self.kafka_bootstrap_servers.split(",")
+        if self.kafka_mode != "embedded" or self.kafka_brokers == 1 or len(servers) > 1:
+            return self
+        host, _, port = servers[0].rpartition(":")
+        every = ",".join(f"{host}:{int(port) + 2 * i}" for i in range(self.kafka_brokers))
+        return self.replace(kafka_bootstrap_servers=every)
 
     def _check(self) -> None:
         if self.window_slide.seconds > self.window_duration.seconds:
