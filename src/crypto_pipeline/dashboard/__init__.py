@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: a feed that follows Kafka, a store, view models and the page."""

@@ -1,0 +1,155 @@
+"""The dashboard page: sidebar controls, then live panels that refresh in a fragment.
+
+Only the fragment reruns on the timer, so the page updates in place. Every panel is
+drawn from one store snapshot and the feed's health; nothing here talks to Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import streamlit as st
+
+from crypto_pipeline.dashboard import auth, charts, views
+from crypto_pipeline.dashboard import formatting as fmt
+from crypto_pipeline.dashboard.feed import FeedHealth, KafkaFeed
+from crypto_pipeline.dashboard.store import Snapshot
+from crypto_pipeline.settings import Settings
+from crypto_pipeline.status import read_status
+
+log = logging.getLogger(__name__)
+
+MIN_REFRESH_SECONDS, MAX_REFRESH_SECONDS = 0.5, 300.0
+DEFAULT_TIME_RANGE = "1 hour"
+# The first visitor of a fresh server waits this long at most for the feed's first
+# catch-up; a larger topic goes on loading behind a "loading" notice.
+FIRST_ANSWER_TIMEOUT_SECONDS = 5.0
+
+
+@st.cache_resource(show_spinner="Reading the aggregates from Kafka…", max_entries=1,
+                   validate=lambda feed: feed.alive, on_release=lambda feed: feed.stop())
+def shared_feed(settings: Settings) -> KafkaFeed:
+    """The one feed of this server process, shared by every session and rerun; other
+    settings (a changed .env) replace it."""
+    log.info("starting the dashboard feed: %s on %s", settings.output_topic,
+             settings.kafka_bootstrap_servers)
+    feed = KafkaFeed(settings).start()
+    feed.wait_for_first_answer(FIRST_ANSWER_TIMEOUT_SECONDS)
+    return feed
+
+
+@dataclass(frozen=True)
+class Controls:
+    refresh_seconds: float
+    time_range: str
+    symbol_options: tuple[str, ...]
+    symbols: tuple[str, ...]  # empty: all
+
+
+def run(settings: Settings) -> None:
+    if not auth.signed_in(settings):
+        return
+    feed = shared_feed(settings)
+    controls = _sidebar(settings, feed.store.snapshot())
+    st.title("Crypto prices")
+    st.fragment(_live, run_every=controls.refresh_seconds)(settings, feed, controls)
+
+
+def _sidebar(settings: Settings, snapshot: Snapshot) -> Controls:
+    options = tuple(sorted(set(settings.symbols) | set(snapshot.symbols)))
+    with st.sidebar:
+        st.header("View")
+        symbols = st.multiselect("Symbols", options, key="symbols",
+                                 placeholder="All symbols")
+        time_range = st.radio("Time range", list(views.TIME_RANGES),
+                              index=list(views.TIME_RANGES).index(DEFAULT_TIME_RANGE),
+                              key="time_range")
+        refresh = st.number_input(
+            "Refresh every (seconds)", min_value=MIN_REFRESH_SECONDS,
+            max_value=MAX_REFRESH_SECONDS, step=0.5, key="refresh_seconds",
+            value=min(MAX_REFRESH_SECONDS, max(MIN_REFRESH_SECONDS,
+                                               settings.dashboard_refresh_seconds)))
+        st.caption(f"Windows of {settings.window_duration} sliding every "
+                   f"{settings.window_slide}, from {settings.output_topic} on "
+                   f"{settings.kafka_bootstrap_servers}.")
+    return Controls(refresh, time_range, options, tuple(symbols))
+
+
+def _live(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
+    snapshot = feed.store.snapshot()
+    if not set(snapshot.symbols) <= set(controls.symbol_options):
+        # A symbol appeared: the sidebar (outside this fragment) must list it.
+        st.rerun(scope="app")
+    health = feed.health()
+    fresh = views.freshness(snapshot.newest_emitted_at, datetime.now(timezone.utc),
+                            settings.stale_after_seconds)
+    banner = views.source_banner(settings)
+    if banner:
+        with st.container(key="source-banner"):
+            st.warning(banner, icon=":material/science:")
+    notices = views.diagnose(
+        settings, health, has_data=bool(len(snapshot)), stale=fresh.stale,
+        producer=_status(settings, "producer"), spark=_status(settings, "spark"))
+    with st.container(key="notices"):
+        for notice in notices:
+            getattr(st, notice.level)(notice.text)
+    _status_row(health, fresh, snapshot)
+    symbols = controls.symbols or snapshot.symbols
+    cards = views.cards(snapshot, symbols)
+    if not cards:
+        st.info("No aggregates to show yet: the cards and charts appear with the first "
+                "window.")
+        return
+    for card in cards:
+        _card(card)
+    since = views.range_start(snapshot, symbols, views.TIME_RANGES[controls.time_range])
+    frame = views.windows_frame(snapshot, symbols, since)
+    band, candles, bars = st.tabs(["Average price", "Candlesticks", "Latest window"])
+    band.plotly_chart(charts.price_band(frame), key="chart-band")
+    candles.plotly_chart(charts.candles(frame), key="chart-candles")
+    bars.plotly_chart(charts.latest_bars(views.latest_frame(snapshot, symbols)),
+                      key="chart-bars")
+
+
+def _status_row(health: FeedHealth, fresh: views.Freshness, snapshot: Snapshot) -> None:
+    label, colour = views.live_state(health, fresh)
+    age, dead, skipped, held = st.columns(4)
+    with age.container(key="freshness"):
+        st.metric("Newest aggregate", fresh.text)
+        st.badge(label, color=colour)
+    with dead.container(key="dead-letters"):
+        st.metric("Dead letters", "—" if health.dead_letters is None
+                  else fmt.count(health.dead_letters))
+    with skipped.container(key="malformed"):
+        st.metric("Malformed records skipped", fmt.count(health.malformed))
+    with held.container(key="windows"):
+        st.metric("Windows held", fmt.count(len(snapshot)))
+
+
+def _card(card: views.Card) -> None:
+    with st.container(border=True, key=f"card-{card.symbol}"):
+        st.markdown(f"**{card.symbol}** · {card.window} · {card.move}")
+        for column, kpi in zip(st.columns(len(card.kpis)), card.kpis):
+            with column.container(key=f"kpi-{card.symbol}-{kpi.name}"):
+                st.metric(kpi.label, kpi.value, kpi.delta, delta_color=kpi.delta_color,
+                          chart_data=card.trend if kpi.name == "avg_price" else None)
+
+
+def _status(settings: Settings, component: str) -> dict[str, Any] | None:
+    """A component's status file, with `alive`: whether the process that wrote it runs."""
+    status = read_status(settings.run_dir, component)
+    return None if status is None else {**status, "alive": _running(status.get("pid"))}
+
+
+def _running(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError, OverflowError):
+        return True  # someone else's process, or no pid to check: assume it runs
+    return True

@@ -1,0 +1,91 @@
+"""The dashboard's memory: the latest aggregate per (symbol, window_start).
+
+The feed thread writes, page runs read, so every access holds one lock; readers get an
+immutable `Snapshot` and never see a half-applied update. A later record for a window
+replaces the earlier one (Spark re-emits a window each time it changes, and the Kafka
+sink is at-least-once), whatever order windows arrive in.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+Aggregate = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The store at one moment: per symbol, its windows oldest first."""
+
+    windows: Mapping[str, tuple[Aggregate, ...]]
+    newest_emitted_at: datetime | None
+    version: int
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(sorted(self.windows))
+
+    def __len__(self) -> int:
+        return sum(len(windows) for windows in self.windows.values())
+
+
+class AggregateStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: dict[str, dict[datetime, Aggregate]] = {}
+        # Sorted views are rebuilt only for symbols that changed since the last snapshot.
+        self._sorted: dict[str, tuple[Aggregate, ...]] = {}
+        self._newest_emitted_at: datetime | None = None
+        self._version = 0
+
+    def put(self, record: Aggregate) -> None:
+        """Keep `record` (a parsed aggregate) as the value of its window."""
+        self.put_many((record,))
+
+    def put_many(self, records: Iterable[Aggregate]) -> int:
+        count = 0
+        with self._lock:
+            for record in records:
+                symbol = record["symbol"]
+                self._windows.setdefault(symbol, {})[record["window_start"]] = record
+                self._sorted.pop(symbol, None)
+                emitted_at = record["emitted_at"]
+                if self._newest_emitted_at is None or emitted_at > self._newest_emitted_at:
+                    self._newest_emitted_at = emitted_at
+                count += 1
+            if count:
+                self._version += 1
+        return count
+
+    def prune(self, before: datetime) -> int:
+        """Forget windows that started before `before`; returns how many."""
+        with self._lock:
+            dropped = 0
+            for symbol, windows in list(self._windows.items()):
+                old = [start for start in windows if start < before]
+                for start in old:
+                    del windows[start]
+                if old:
+                    dropped += len(old)
+                    self._sorted.pop(symbol, None)
+                if not windows:
+                    del self._windows[symbol]
+            if dropped:
+                self._version += 1
+            return dropped
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            for symbol, windows in self._windows.items():
+                if symbol not in self._sorted:
+                    self._sorted[symbol] = tuple(windows[start] for start in sorted(windows))
+            return Snapshot(MappingProxyType(dict(self._sorted)), self._newest_emitted_at,
+                            self._version)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(windows) for windows in self._windows.values())

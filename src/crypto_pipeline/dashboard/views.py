@@ -1,0 +1,252 @@
+"""View models: what the page shows, computed from a store snapshot without Streamlit.
+
+Cards (latest window per symbol, change against the previous window), frames for the
+charts, freshness, the notices that say what is wrong and what to run, and the banner
+for prices that are not live. Pure functions of their inputs, so tests need no browser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from crypto_pipeline.dashboard import formatting as fmt
+from crypto_pipeline.dashboard.feed import FeedHealth
+from crypto_pipeline.dashboard.store import Aggregate, Snapshot
+from crypto_pipeline.settings import Settings
+
+# (field, label): the KPIs of a card, in order; spread and count have no "good" direction.
+KPIS = (("avg_price", "Average price"), ("spread", "Spread"), ("min_price", "Min price"),
+        ("max_price", "Max price"), ("count", "Ticks"))
+_NEUTRAL = {"spread", "count"}
+TREND_WINDOWS = 30
+FRAME_COLUMNS = ("symbol", "window_start", "window_end", "open_price", "close_price",
+                 "min_price", "avg_price", "max_price", "spread", "count")
+TIME_RANGES: dict[str, timedelta | None] = {
+    "15 minutes": timedelta(minutes=15), "1 hour": timedelta(hours=1),
+    "6 hours": timedelta(hours=6), "24 hours": timedelta(hours=24), "All": None}
+
+
+@dataclass(frozen=True)
+class Kpi:
+    name: str  # the aggregate field: a stable id for tests and page keys
+    label: str
+    value: str
+    delta: str | None
+    delta_color: str  # "normal" (green up, red down) or "off"
+
+
+@dataclass(frozen=True)
+class Card:
+    symbol: str
+    window: str
+    kpis: tuple[Kpi, ...]
+    move: str
+    trend: tuple[float, ...]
+
+
+def cards(snapshot: Snapshot, symbols: Iterable[str]) -> list[Card]:
+    """One card per symbol with data: its latest window against the one before."""
+    result = []
+    for symbol in symbols:
+        windows = snapshot.windows.get(symbol)
+        if windows:
+            previous = windows[-2] if len(windows) > 1 else None
+            result.append(_card(symbol, windows[-1], previous, windows[-TREND_WINDOWS:]))
+    return result
+
+
+def _card(symbol: str, latest: Aggregate, previous: Aggregate | None,
+          recent: tuple[Aggregate, ...]) -> Card:
+    decimals = fmt.price_decimals(latest["avg_price"])
+    kpis = []
+    for name, label in KPIS:
+        value, delta = latest[name], None
+        if name == "count":
+            text = fmt.count(value)
+            if previous is not None:
+                delta = fmt.count_change(value - previous[name])
+        else:
+            text = fmt.price(value, decimals)
+            if previous is not None:
+                delta = fmt.price_change(value - previous[name], decimals)
+        kpis.append(Kpi(name, label, text, delta, "off" if name in _NEUTRAL else "normal"))
+    move = (f"open {fmt.price(latest['open_price'], decimals)} → close "
+            f"{fmt.price(latest['close_price'], decimals)} ({fmt.percent(latest['pct_change'])})")
+    return Card(symbol, fmt.window(latest["window_start"], latest["window_end"]), tuple(kpis),
+                move, tuple(r["avg_price"] for r in recent))
+
+
+def range_start(snapshot: Snapshot, symbols: Iterable[str],
+                span: timedelta | None) -> datetime | None:
+    """Where a time range of `span` begins: counted back from the newest window shown, so
+    replayed data from another day is shown too."""
+    ends = [snapshot.windows[s][-1]["window_end"] for s in symbols if snapshot.windows.get(s)]
+    return max(ends) - span if span is not None and ends else None
+
+
+def windows_frame(snapshot: Snapshot, symbols: Iterable[str],
+                  since: datetime | None = None) -> pd.DataFrame:
+    """Every window of `symbols` (from `since` on), one row each, oldest first per symbol."""
+    rows = [record for symbol in symbols for record in snapshot.windows.get(symbol, ())
+            if since is None or record["window_start"] >= since]
+    return pd.DataFrame.from_records(rows, columns=list(FRAME_COLUMNS))
+
+
+def latest_frame(snapshot: Snapshot, symbols: Iterable[str]) -> pd.DataFrame:
+    """The latest window of each symbol: for the min/avg/max bars."""
+    rows = [snapshot.windows[s][-1] for s in symbols if snapshot.windows.get(s)]
+    return pd.DataFrame.from_records(rows, columns=list(FRAME_COLUMNS))
+
+
+@dataclass(frozen=True)
+class Freshness:
+    age_seconds: float | None  # None: no data at all
+    stale: bool
+    text: str
+
+
+def freshness(newest_emitted_at: datetime | None, now: datetime,
+              stale_after_seconds: float) -> Freshness:
+    """How old the newest aggregate is (by when Spark emitted it), and whether that is stale."""
+    if newest_emitted_at is None:
+        return Freshness(None, False, "no data yet")
+    age = max(0.0, (now - newest_emitted_at).total_seconds())
+    if age > stale_after_seconds:
+        return Freshness(age, True, f"STALE: {fmt.age(age)} old")
+    return Freshness(age, False, f"{fmt.age(age)} old")
+
+
+def live_state(health: FeedHealth, fresh: Freshness) -> tuple[str, str]:
+    """The badge next to the data's age: (label, colour)."""
+    if health.kafka == "unreachable":
+        return "Not live: Kafka unreachable", "red"
+    if fresh.age_seconds is None:
+        return "No data", "gray"
+    if fresh.stale:
+        return "Stale", "orange"
+    return "Live", "green"
+
+
+@dataclass(frozen=True)
+class Notice:
+    level: str  # error, warning or info
+    text: str
+
+
+_LEVELS = ("error", "warning", "info")
+
+
+def diagnose(settings: Settings, health: FeedHealth, *, has_data: bool, stale: bool,
+             producer: Mapping[str, Any] | None, spark: Mapping[str, Any] | None) -> list[Notice]:
+    """What is wrong, in words a user can act on, most serious first.
+
+    `producer` and `spark` are the components' status files, with `alive` added: whether
+    the process that wrote it still runs."""
+    notices = _kafka_notices(settings, health, has_data)
+    if health.kafka == "ok" and health.topic_exists:
+        notices += _spark_notices(spark, has_data, stale)
+    notices += _producer_notices(settings, producer, has_data, stale)
+    if health.malformed:
+        notices.append(Notice("warning", f"Skipped {fmt.count(health.malformed)} malformed "
+                                         f"records on {settings.output_topic} (last: "
+                                         f"{health.last_malformed})."))
+    if health.history_error:
+        notices.append(Notice("warning", f"Could not read the history store "
+                                         f"{health.history_error}."))
+    return sorted(notices, key=lambda notice: _LEVELS.index(notice.level))
+
+
+def _kafka_notices(settings: Settings, health: FeedHealth, has_data: bool) -> list[Notice]:
+    servers = settings.kafka_bootstrap_servers
+    if health.kafka == "connecting":
+        return [Notice("info", f"Connecting to Kafka at {servers}…")]
+    if health.kafka == "unreachable":
+        shown = " Showing the data received before: it is not live." if has_data else ""
+        return [Notice("error", f"Kafka is not reachable at {servers} — start it with "
+                                f"./start.sh kafka (or check KAFKA_BOOTSTRAP_SERVERS).{shown} "
+                                f"({health.kafka_error})")]
+    if not health.topic_exists:
+        return [Notice("warning", f"The topic {settings.output_topic} does not exist yet — "
+                                  f"is the Spark job running? Start it with ./start.sh spark.")]
+    if health.backlog and not has_data:
+        return [Notice("info", f"Loading aggregates from Kafka: {fmt.count(health.backlog)} "
+                               f"records to go…")]
+    return []
+
+
+def _spark_notices(spark: Mapping[str, Any] | None, has_data: bool,
+                   stale: bool) -> list[Notice]:
+    state = spark.get("state") if spark else None
+    if state == "failed":
+        return [Notice("error", f"The Spark job failed: {spark.get('last_error')} — restart "
+                                f"it with ./start.sh spark (its log is in logs/).")]
+    if spark is None or state == "stopped" or not spark.get("alive", True):
+        if has_data and not stale:
+            return []
+        what = "No new aggregates" if has_data else "No aggregates yet"
+        return [Notice("warning", f"{what} — is the Spark job running? Start it with "
+                                  f"./start.sh spark.")]
+    if state == "starting" and not has_data:
+        return [Notice("info", "The Spark job is starting…")]
+    if not has_data:
+        return [Notice("info", "The Spark job is running; the first aggregates appear after "
+                               "its first micro-batch with ticks.")]
+    return []
+
+
+_OTHER_ENDPOINTS = ("Set BINANCE_BASE_URL to https://data-api.binance.vision (market data only) "
+                    "or https://api.binance.us, or PRICE_SOURCE=replay or simulated.")
+# Producer states that need the user, as (level, text with {host}, {error}, {servers}).
+_PRODUCER_PROBLEMS = {
+    "binance-unreachable": (
+        "error", "The producer cannot reach Binance ({host}): {error}. " + _OTHER_ENDPOINTS),
+    "restricted-location": (
+        "error", "Binance refuses requests from this location (HTTP 451) at {host}: {error}. "
+                 + _OTHER_ENDPOINTS),
+    "rate-limited": (
+        "warning", "Binance is rate-limiting the producer: {error}. It waits as Binance asks; "
+                   "raise POLL_INTERVAL_SECONDS if this persists."),
+    "kafka-unreachable": ("error", "The producer cannot reach Kafka at {servers}: {error}."),
+}
+
+
+def _producer_notices(settings: Settings, producer: Mapping[str, Any] | None,
+                      has_data: bool, stale: bool) -> list[Notice]:
+    if producer is None:
+        if has_data and not stale:
+            return []
+        return [Notice("warning", "The producer has not reported — is it running? Start it "
+                                  "with ./start.sh producer.")]
+    state, error = producer.get("state"), producer.get("last_error")
+    host = urlparse(settings.binance_base_url).netloc
+    if state == "finished":
+        return [Notice("info", "The producer has finished (end of the replay): no new "
+                               "prices will arrive.")]
+    if not producer.get("alive", True):
+        return [Notice("warning", f"The producer is not running (last state: {state}) — "
+                                  f"start it with ./start.sh producer.")]
+    if state in _PRODUCER_PROBLEMS:
+        level, text = _PRODUCER_PROBLEMS[state]
+        return [Notice(level, text.format(host=host, error=error,
+                                          servers=settings.kafka_bootstrap_servers))]
+    if state == "starting" and not has_data:
+        return [Notice("info", "The producer is starting…")]
+    return []
+
+
+def source_banner(settings: Settings) -> str | None:
+    """Why these prices are not live market data, or None when they are."""
+    if settings.is_live_source:
+        return None
+    if settings.price_source == "replay":
+        speed = (f"{settings.replay_speed:g}× speed" if settings.replay_speed
+                 else "full speed")
+        return (f"Replayed prices, not live: PRICE_SOURCE=replay, REPLAY_FILE="
+                f"{settings.replay_file} at {speed}.")
+    return (f"Simulated prices (a random walk), not market data: "
+            f"PRICE_SOURCE={settings.price_source}.")

@@ -1,0 +1,158 @@
+"""The dashboard as a user sees it: served by Streamlit, fed through a real broker, opened in
+headless Chromium. KPI values read off the page must equal the data; new windows must
+appear without a reload. A screenshot is kept in test-artifacts/dashboard.png."""
+
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from crypto_pipeline.dashboard import formatting as fmt
+from crypto_pipeline.paths import PROJECT_ROOT
+from crypto_pipeline.settings import fields
+from crypto_pipeline.topics import ensure_topics
+from dashboard_support import aggregate, environ, produce, produce_aggregates
+from helpers import free_port, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+log = logging.getLogger(__name__)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+MINUTE = timedelta(minutes=1)
+TIMEOUT_MS = 30_000
+KPI_NAMES = ("avg_price", "spread", "min_price", "max_price", "count")
+
+
+@pytest.fixture
+def chromium():
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium package"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Starts `streamlit run src/dashboard.py` on a free port with the given settings (as
+    environment variables) and returns its URL; stops it after the test."""
+    processes = []
+
+    def start(settings):
+        port = free_port()
+        env = {k: v for k, v in os.environ.items()
+               if k not in {spec.name.upper() for spec in fields()}}
+        env.update(environ(settings))
+        log_file = tmp_path / "streamlit.log"
+        with open(log_file, "wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", "src/dashboard.py",
+                 "--server.port", str(port), "--server.address", "127.0.0.1",
+                 "--server.headless", "true"],
+                cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy():
+            assert process.poll() is None, f"streamlit exited:\n{log_file.read_text()}"
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    return response.read() == b"ok"
+            except OSError:
+                return False
+
+        wait_for(healthy, 60, "the dashboard server")
+        return url
+
+    yield start
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def kpi_value(page, symbol, name):
+    return page.locator(f".st-key-kpi-{symbol}-{name} [data-testid='stMetricValue']")
+
+
+def expected_kpis(record):
+    decimals = fmt.price_decimals(record["avg_price"])
+    return {name: fmt.count(record[name]) if name == "count"
+            else fmt.price(record[name], decimals) for name in KPI_NAMES}
+
+
+def test_kpis_in_the_browser_equal_the_data_and_update_live(settings, serve, chromium,
+                                                           artifacts_dir):
+    from playwright.sync_api import expect
+
+    settings = settings.replace(dashboard_refresh_seconds=1.0)
+    ensure_topics(settings)
+    data = [aggregate("BTCUSDT", NOW - MINUTE, 97000.0, low=96900.0, high=97100.0, count=40),
+            aggregate("BTCUSDT", NOW, 97432.15, low=97400.5, high=97500.25, count=1234),
+            aggregate("ETHUSDT", NOW - MINUTE, 3440.0, low=3430.0, high=3450.0, count=9),
+            aggregate("ETHUSDT", NOW, 3456.789, low=3450.0, high=3460.0, count=7)]
+    produce_aggregates(settings, data)
+    produce(settings, settings.dlq_topic, [(None, b"a rejected tick")])
+    url = serve(settings)
+
+    # Tall enough for cards and the first chart: Streamlit scrolls inside its own container,
+    # so a "full page" screenshot is only the viewport.
+    page = chromium.new_page(viewport={"width": 1400, "height": 1600})
+    opened = time.monotonic()
+    page.goto(url)
+    expect(kpi_value(page, "BTCUSDT", "avg_price")).to_have_text("97,432.15", timeout=TIMEOUT_MS)
+    log.info("dashboard, first visitor (the feed starts): %.2f s from page open to KPIs shown",
+             time.monotonic() - opened)
+
+    latest = {r["symbol"]: r for r in data if r["window_start"] == NOW}
+    for symbol, record in latest.items():
+        for name, text in expected_kpis(record).items():
+            expect(kpi_value(page, symbol, name)).to_have_text(text, timeout=TIMEOUT_MS)
+            read = float(kpi_value(page, symbol, name).inner_text().replace(",", ""))
+            assert read == pytest.approx(record[name], abs=0.005), (symbol, name)
+    expect(page.locator(".st-key-dead-letters [data-testid='stMetricValue']")).to_have_text(
+        "1", timeout=TIMEOUT_MS)
+    expect(page.locator(".st-key-freshness")).to_contain_text("Live")
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=TIMEOUT_MS)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=artifacts_dir / "dashboard.png", full_page=True)
+
+    # A new window while the page is open: the live panel shows it, the page is not reloaded.
+    page.evaluate("window.__stillTheSamePage = true")
+    produce_aggregates(settings, [aggregate("BTCUSDT", NOW + MINUTE, 97500.5, low=97480.0,
+                                            high=97520.0, count=5)])
+    expect(kpi_value(page, "BTCUSDT", "avg_price")).to_have_text("97,500.50",
+                                                                 timeout=TIMEOUT_MS)
+    expect(page.locator(".st-key-kpi-BTCUSDT-count [data-testid='stMetricDelta']")).to_have_text(
+        "-1,229", timeout=TIMEOUT_MS)
+    assert page.evaluate("window.__stillTheSamePage") is True
+
+    page.close()  # the next visitor's time is the page's, not two tabs' fighting for 2 cores
+    another = chromium.new_page()
+    opened = time.monotonic()
+    another.goto(url)
+    expect(kpi_value(another, "BTCUSDT", "avg_price")).to_have_text("97,500.50",
+                                                                    timeout=TIMEOUT_MS)
+    log.info("dashboard, next visitor (the feed runs): %.2f s from page open to KPIs shown",
+             time.monotonic() - opened)
