@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from crypto_pipeline.components import Component
+from crypto_pipeline.paths import PROJECT_ROOT
 from crypto_pipeline.processes import die_with_parent
 from crypto_pipeline.settings import EXIT_CONFIG_ERROR
 from crypto_pipeline.status import write_status
@@ -104,9 +105,11 @@ class Supervisor:
     def _start_child(self) -> None:
         self.child_started_at = time.time()
         # Own session: a terminal's Ctrl-C reaches the supervisor only, which stops the
-        # child in order; the child still dies with the supervisor (PDEATHSIG).
+        # child in order; the child still dies with the supervisor (PDEATHSIG). The project
+        # root as working directory: Streamlit reads .streamlit/config.toml from there.
         self.child = subprocess.Popen(self.component.command, stdin=subprocess.DEVNULL,
-                                      start_new_session=True, preexec_fn=die_with_parent)
+                                      cwd=PROJECT_ROOT, start_new_session=True,
+                                      preexec_fn=die_with_parent)
         log.info("started %s (pid %d): %s", self.component.name, self.child.pid,
                  " ".join(self.component.command))
         self._report("running")
