@@ -128,9 +128,18 @@ def parse_aggregate(value: bytes | str) -> dict[str, Any]:
     missing = [f.name for f in AGGREGATE_FIELDS if f.required and record.get(f.name) is None]
     if missing:
         raise ValueError(f"aggregate lacks {', '.join(missing)}")
+    if not isinstance(record["symbol"], str):
+        raise ValueError(f"symbol is not a string: {record['symbol']!r}")
     for f in AGGREGATE_FIELDS:
-        if f.type == "timestamp" and record.get(f.name) is not None:
-            record[f.name] = parse_time(record[f.name])
+        value = record.get(f.name)
+        if value is None:
+            continue
+        if f.type == "timestamp":
+            record[f.name] = parse_time(value)
+        elif f.type in ("double", "long") and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
+            raise ValueError(f"{f.name} is not a finite number: {value!r}")
     return record
 
 

@@ -7,7 +7,6 @@ drawn from one store snapshot and the feed's health; nothing here talks to Kafka
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -18,6 +17,7 @@ from crypto_pipeline.dashboard import auth, charts, views
 from crypto_pipeline.dashboard import formatting as fmt
 from crypto_pipeline.dashboard.feed import FeedHealth, KafkaFeed
 from crypto_pipeline.dashboard.store import Snapshot
+from crypto_pipeline.processes import pid_alive
 from crypto_pipeline.settings import Settings
 from crypto_pipeline.status import read_status
 
@@ -142,14 +142,7 @@ def _card(card: views.Card) -> None:
 def _status(settings: Settings, component: str) -> dict[str, Any] | None:
     """A component's status file, with `alive`: whether the process that wrote it runs."""
     status = read_status(settings.run_dir, component)
-    return None if status is None else {**status, "alive": _running(status.get("pid"))}
-
-
-def _running(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, TypeError, ValueError, OverflowError):
-        return True  # someone else's process, or no pid to check: assume it runs
-    return True
+    if status is None:
+        return None
+    pid = status.get("pid")
+    return {**status, "alive": pid_alive(pid) if isinstance(pid, int) else True}
