@@ -91,7 +91,7 @@ def components(settings: Settings) -> dict[str, Component]:
         "kafka": Component("kafka", [python, str(SRC / "kafka_server.py")],
                            _kafka_ports(settings), kafka_health, stop_timeout=45),
         "producer": Component("producer", [python, str(SRC / "api_producer.py")], (),
-                              producer_health, stop_timeout=20),
+                              producer_health, stop_timeout=30),
         # Started with python rather than spark-submit so that SIGTERM reaches the driver
         # program first and it can stop its queries between batches.
         "spark": Component("spark", [python, str(SRC / "streaming_app.py")],

@@ -1,0 +1,321 @@
+"""The producer end to end: the Binance stand-in -> the real client -> a real Kafka broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from crypto_pipeline import status
+from crypto_pipeline.klines import read_klines, ticks_of
+from crypto_pipeline.price_sources import BinancePoller
+from crypto_pipeline.producer_app import ProducerApp, build_source
+from crypto_pipeline.schema import TICK_FIELDS, parse_time
+from crypto_pipeline.settings import Settings
+from crypto_pipeline.tick_sink import KafkaTickSink
+from fake_binance import fake_binance  # noqa: F401 - the fixture
+from helpers import free_port, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+ETH_ARCHIVE = ROOT / "tests" / "data" / "binance" / "ETHUSDT-1m-2022-08-14.csv"
+
+
+@pytest.fixture
+def live(settings, fake_binance) -> Settings:
+    """Settings polling the stand-in five times a second. The read timeout is generous: an
+    answer the stand-in served but the client gave up on would count as lost."""
+    return settings.replace(binance_base_url=fake_binance.url, poll_interval_seconds=0.2,
+                            symbols=("BTCUSDT", "ETHUSDT"), http_read_timeout_seconds=5.0)
+
+
+def producer_status(settings: Settings) -> dict:
+    return status.read_status(settings.run_dir, "producer") or {}
+
+
+@contextmanager
+def running(settings: Settings, progress_seconds: float = 60.0,
+            source=None) -> Iterator[ProducerApp]:
+    """The producer in a thread; on leaving, stopped as SIGTERM would, and its result checked."""
+    stop = threading.Event()
+    app = ProducerApp(settings, source or build_source(settings), KafkaTickSink(settings),
+                      progress_seconds=progress_seconds)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["code"] = app.run(stop)
+        except BaseException as err:  # noqa: BLE001 - handed to the test below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="producer-under-test", daemon=True)
+    thread.start()
+    try:
+        yield app
+        assert thread.is_alive(), f"the producer ended by itself: {outcome}"
+    finally:
+        stop.set()
+        thread.join(45)
+    assert not thread.is_alive(), "the producer did not stop within 45 s"
+    if "error" in outcome:
+        raise outcome["error"]
+    assert outcome["code"] == 0
+
+
+def sent_at_least(settings: Settings, count: int):
+    def check() -> bool:
+        return producer_status(settings).get("ticks_sent", 0) >= count
+    return check
+
+
+def landed(kafka: str, settings: Settings, count: int) -> list:
+    return read_topic(kafka, settings.input_topic, min_records=count, timeout=20, idle=0.3)
+
+
+def assert_served_prices_landed(kafka: str, settings: Settings, fake) -> list:
+    """Every price a good answer served is on the topic once, keyed by its symbol, and
+    nothing else is: bad entries and spoiled answers never become ticks."""
+    served = fake.served_prices()
+    records = landed(kafka, settings, len(served))
+    assert Counter((r.key.decode(), json.loads(r.value)["price"]) for r in records) == \
+        Counter(served)
+    return records
+
+
+def test_ticks_land_keyed_by_symbol_in_the_contract_schema(kafka, live, fake_binance):
+    before = time.time()
+    with running(live):
+        wait_for(sent_at_least(live, 10), 30, "10 ticks confirmed by Kafka")
+        state = producer_status(live)
+    after = time.time()
+    assert state["state"] == "ok" and state["source"] == "binance" and state["polls"] >= 5
+    assert state["last_error"] is None and state["ticks_failed"] == 0
+
+    records = assert_served_prices_landed(kafka, live, fake_binance)
+    names = {f.name for f in TICK_FIELDS}
+    for record in records:
+        value = json.loads(record.value)
+        assert set(value) <= names
+        assert all(value.get(f.name) is not None for f in TICK_FIELDS if f.required)
+        assert record.key.decode() == value["symbol"]
+        assert isinstance(value["price"], float) and value["source"] == "binance"
+        assert value["event_time"].endswith("Z")
+        assert before <= parse_time(value["event_time"]).timestamp() <= after
+    final = producer_status(live)
+    assert final["ticks_sent"] == len(records) and final["ticks_buffered"] == 0
+
+    requests = fake_binance.ticker_requests()
+    assert all(r.params == {"symbols": '["BTCUSDT","ETHUSDT"]'} for r in requests)
+    for earlier, later in zip(requests, requests[1:]):
+        assert later.arrived >= earlier.answered, "two requests were in flight at once"
+
+
+def test_a_slow_answer_does_not_push_later_polls_back(live, fake_binance):
+    settings = live.replace(poll_interval_seconds=0.5, http_read_timeout_seconds=2.0)
+    fake_binance.misbehave("slow", delay=0.8)
+    with running(settings):
+        wait_for(lambda: len(fake_binance.ticker_requests()) >= 6, 30, "six polls")
+    arrivals = [r.arrived for r in fake_binance.ticker_requests()]
+    # The first answer took 0.8 s: the 0.5 s slot passed while it was in flight, so the next
+    # poll comes at 1.0 s, and every later one stays on the 0.5 s grid.
+    offsets = [(a - arrivals[0]) / 0.5 for a in arrivals]
+    assert offsets[1] > 1.5
+    # Had the slow answer pushed the schedule back, every later poll would be 0.3 s off.
+    assert all(abs(o - round(o)) < 0.35 for o in offsets), offsets
+
+
+def test_after_429_no_request_comes_before_retry_after(kafka, live, fake_binance, caplog):
+    caplog.set_level(logging.INFO)
+    with running(live):
+        wait_for(sent_at_least(live, 2), 30, "the first ticks")
+        fake_binance.misbehave("429", retry_after=3)
+        wait_for(lambda: producer_status(live)["state"] == "rate-limited", 10, "rate-limited")
+        assert "HTTP 429" in producer_status(live)["last_error"]
+        limited = wait_for(lambda: [r for r in fake_binance.ticker_requests()
+                                    if r.status == 429], 10, "the 429")[0]
+        wait_for(lambda: producer_status(live)["state"] == "ok", 15, "polling to resume")
+        wait_for(sent_at_least(live, producer_status(live)["ticks_sent"] + 4), 10,
+                 "ticks after the pause")
+    later = [r for r in fake_binance.ticker_requests() if r.arrived > limited.arrived]
+    assert later[0].arrived - limited.answered >= 3.0
+    assert producer_status(live)["errors"]["rate-limited"] == 1
+    assert any("Binance rate limit hit (HTTP 429, code -1003" in m and
+               "next try in 3.0 s (Retry-After)" in m for m in caplog.messages)
+    assert_served_prices_landed(kafka, live, fake_binance)
+
+
+@pytest.mark.parametrize("fault, options, kind, state, says", [
+    ("5xx", {"status": 503}, "server-error", "binance-unreachable", "HTTP 503, code -1008"),
+    ("5xx", {"status": 502}, "server-error", "binance-unreachable", "HTTP 502"),
+    ("slow", {"delay": 1.5}, "timeout", "binance-unreachable", "read timeout"),
+    ("truncated", {}, "malformed-body", "binance-unreachable", "broken JSON"),
+    ("html", {}, "malformed-body", "binance-unreachable", "text/html instead of JSON"),
+    ("451", {}, "restricted-location", "restricted-location", "https://api.binance.us"),
+    ("418", {"retry_after": 1}, "banned", "rate-limited", "banned this IP"),
+])
+def test_a_fault_leaves_the_producer_running_and_polling_resumes(
+        kafka, live, fake_binance, caplog, fault, options, kind, state, says):
+    caplog.set_level(logging.INFO)
+    live = live.replace(http_read_timeout_seconds=0.5)  # below the slow answer's 1.5 s
+    with running(live):
+        wait_for(sent_at_least(live, 2), 30, "the first ticks")
+        fake_binance.misbehave(fault, times=2, **options)
+        seen = wait_for(lambda: producer_status(live)["state"] == state and
+                        producer_status(live), 15, f"state {state}")
+        assert says in seen["last_error"]
+        wait_for(lambda: producer_status(live)["errors"].get(kind) == 2, 15, "both faults")
+        resumed = producer_status(live)["ticks_sent"] + 4
+        wait_for(sent_at_least(live, resumed), 15, "polling to resume")
+    assert producer_status(live)["state"] == "ok"
+    assert any(says in m and "next try in" in m for m in caplog.messages)
+    assert any("Binance answers again after 2 failed polls" in m for m in caplog.messages)
+    assert_served_prices_landed(kafka, live, fake_binance)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "NaN"])
+def test_a_bad_price_is_skipped_and_counted_never_sent(kafka, live, fake_binance, caplog,
+                                                       value):
+    with running(live):
+        wait_for(sent_at_least(live, 2), 30, "the first ticks")
+        fake_binance.misbehave("bad-price", symbol="ETHUSDT", value=value)
+        wait_for(lambda: producer_status(live)["bad_entries"] == 1, 10, "the bad entry")
+        wait_for(sent_at_least(live, producer_status(live)["ticks_sent"] + 4), 10, "more ticks")
+    records = assert_served_prices_landed(kafka, live, fake_binance)
+    assert all(json.loads(r.value)["price"] > 0 for r in records)
+    assert producer_status(live)["errors"]["bad-entry"] == 1
+    assert any(f"ETHUSDT price '{value}' is not a number > 0" in m for m in caplog.messages)
+
+
+def test_high_request_weight_pauses_polling_until_the_minute_resets(live, fake_binance,
+                                                                    caplog):
+    # The poller's wall clock says 58 s into the minute: a weight pause lasts 2 s.
+    poller = BinancePoller(live, wall_clock=lambda: 1_700_000_040.0 + 58)
+    with running(live, source=poller):
+        wait_for(sent_at_least(live, 2), 30, "the first ticks")
+        fake_binance.misbehave("weight", used=5500)
+        seen = wait_for(lambda: producer_status(live)["state"] == "rate-limited" and
+                        producer_status(live), 10, "the weight pause")
+        assert "request weight 5500/6000" in seen["last_error"]
+        wait_for(lambda: producer_status(live)["state"] == "ok", 10, "polling to resume")
+    requests = fake_binance.ticker_requests()
+    heavy = next(i for i, r in enumerate(requests) if r.fault == "weight")
+    assert requests[heavy + 1].arrived - requests[heavy].answered >= 2.0
+    assert any("X-MBX-USED-WEIGHT-1M" in m and "pausing 2 s" in m for m in caplog.messages)
+
+
+def test_kafka_down_buffers_drops_the_oldest_and_catches_up(live, fake_binance, caplog,
+                                                           tmp_path):
+    from crypto_pipeline.embedded_kafka import EmbeddedKafka
+
+    caplog.set_level(logging.INFO)
+    port = free_port(consecutive=2)
+    settings = live.replace(kafka_bootstrap_servers=f"127.0.0.1:{port}",
+                            producer_buffer_ticks=6)
+    broker = EmbeddedKafka(tmp_path / "kafka", tmp_path / "logs", port=port, heap="256m")
+    try:
+        with running(settings, progress_seconds=1.0):
+            down = wait_for(lambda: producer_status(settings).get("state") == "kafka-unreachable"
+                            and producer_status(settings).get("ticks_dropped", 0) > 0 and
+                            producer_status(settings), 30, "the producer to notice")
+            assert down["ticks_buffered"] == 6 and down["ticks_sent"] == 0
+            assert f"127.0.0.1:{port} unreachable" in down["last_error"]
+            broker.start(timeout=120)
+            wait_for(lambda: producer_status(settings)["state"] == "ok" and
+                     producer_status(settings)["ticks_sent"] >= 10, 60, "Kafka to catch up")
+        final = producer_status(settings)
+        served = fake_binance.served_prices()
+        # Nothing silently lost: what was not sent was dropped and counted, oldest first.
+        assert final["ticks_sent"] + final["ticks_dropped"] == len(served)
+        assert final["ticks_buffered"] == 0 and final["ticks_failed"] == 0
+        records = landed(broker.bootstrap_servers, settings, final["ticks_sent"])
+        assert Counter((r.key.decode(), json.loads(r.value)["price"]) for r in records) == \
+            Counter(served[final["ticks_dropped"]:])
+    finally:
+        broker.stop()
+    messages = caplog.messages
+    assert any(f"Kafka at 127.0.0.1:{port} unreachable" in m and "keeping new ticks" in m
+               for m in messages)
+    assert any("dropping the oldest ticks" in m for m in messages)
+    assert any("reachable again" in m and "were dropped" in m for m in messages)
+    assert any(m.startswith("last ") and "polls" in m and "errors: " in m for m in messages)
+
+
+# --- the entry point as a process ------------------------------------------------------
+
+def environment(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The process environment that gives the producer these settings."""
+    env = dict(os.environ)
+    for line in settings.describe():
+        name, _, value = line.partition("=")
+        if value:
+            env[name] = value
+    env.update(overrides)
+    return env
+
+
+def start_producer(env: dict[str, str], tmp_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "src" / "api_producer.py")], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "producer.log", "w"))
+
+
+def test_sigterm_delivers_everything_accepted_and_exits_0(kafka, live, fake_binance, tmp_path):
+    process = start_producer(environment(live), tmp_path)
+    try:
+        wait_for(lambda: producer_status(live).get("polls", 0) >= 5, 60, "five polls")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(45) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    final = producer_status(live)
+    assert final["ticks_buffered"] == 0 and final["ticks_failed"] == 0
+    records = assert_served_prices_landed(kafka, live, fake_binance)
+    assert final["ticks_sent"] == len(records) >= 10
+    assert "stopped:" in (tmp_path / "producer.log").read_text()
+
+
+def test_an_unknown_symbol_stops_the_producer_with_one_line_naming_it(live, fake_binance,
+                                                                    tmp_path):
+    env = environment(live, SYMBOLS="BTCUSDT,NOPEUSDT")
+    result = subprocess.run([sys.executable, str(ROOT / "src" / "api_producer.py")], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: SYMBOLS: NOPEUSDT is not a symbol on {fake_binance.url}; "
+                      f"Binance rejected the request (HTTP 400, code -1121: Invalid symbol.)"]
+    assert "Traceback" not in result.stderr
+    assert "NOPEUSDT" in producer_status(live)["last_error"]
+
+
+def test_replay_of_a_real_kline_file_lands_the_expected_ticks_and_finishes(kafka, settings,
+                                                                          tmp_path):
+    env = environment(settings, PRICE_SOURCE="replay", REPLAY_FILE=str(ETH_ARCHIVE),
+                      REPLAY_SPEED="0")
+    result = subprocess.run([sys.executable, str(ROOT / "src" / "api_producer.py")], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    expected = list(ticks_of(read_klines(ETH_ARCHIVE)))
+    records = landed(kafka, settings, len(expected))
+    assert sorted(json.loads(r.value)["event_id"] for r in records) == \
+        sorted(t.event_id for t in expected)
+    assert Counter(r.value for r in records) == Counter(t.to_json() for t in expected)
+    assert {r.key for r in records} == {b"ETHUSDT"}
+    final = producer_status(settings)
+    assert final["state"] == "finished" and final["source"] == "replay"
+    assert final["ticks_sent"] == len(expected) == 5760
+    assert "replay finished" in result.stderr
+
