@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from crypto_pipeline.kafka_clients import client_config
 from crypto_pipeline.schema import AGGREGATE_FIELDS, aggregate_key, format_time
-from crypto_pipeline.settings import Settings, fields
+from crypto_pipeline.settings import Settings
 
 WINDOW = timedelta(minutes=5)
 
@@ -52,19 +52,3 @@ def produce(settings: Settings, topic: str,
 
 def produce_aggregates(settings: Settings, records: Iterable[dict[str, Any]]) -> None:
     produce(settings, settings.output_topic, (message(r) for r in records))
-
-
-def environ(settings: Settings) -> dict[str, str]:
-    """The environment variables that make a process load exactly `settings` (every one
-    set, so neither the caller's environment nor a .env file can change them)."""
-    values = {}
-    for spec in fields():
-        value = getattr(settings, spec.name)
-        if value is None:
-            text = spec.metadata["default"]  # the defaults of optional settings mean None
-        elif isinstance(value, tuple):
-            text = ",".join(value)
-        else:
-            text = str(value)
-        values[spec.name.upper()] = text
-    return values

@@ -13,7 +13,7 @@ from crypto_pipeline.dashboard import page
 from crypto_pipeline.history import HistoryStore
 from crypto_pipeline.settings import Settings
 from crypto_pipeline.topics import ensure_topics
-from dashboard_support import aggregate, environ, produce, produce_aggregates
+from dashboard_support import aggregate, produce, produce_aggregates
 from helpers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def dashboard(monkeypatch):
     """An AppTest of the script for given settings; the feed it starts is stopped after,
     and the logging set-up the script does for its process is undone for pytest's sake."""
     def start(settings: Settings) -> AppTest:
-        for name, value in environ(settings).items():
+        for name, value in settings.to_environ().items():
             monkeypatch.setenv(name, value)
         return AppTest.from_file(SCRIPT, default_timeout=30)
 

@@ -9,23 +9,20 @@ import sys
 import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
+from crypto_pipeline import browser
 from crypto_pipeline.dashboard import formatting as fmt
 from crypto_pipeline.paths import PROJECT_ROOT
 from crypto_pipeline.settings import fields
 from crypto_pipeline.topics import ensure_topics
-from dashboard_support import aggregate, environ, produce, produce_aggregates
+from dashboard_support import aggregate, produce, produce_aggregates
 from helpers import free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 log = logging.getLogger(__name__)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 MINUTE = timedelta(minutes=1)
 TIMEOUT_MS = 30_000
@@ -34,19 +31,13 @@ KPI_NAMES = ("avg_price", "spread", "min_price", "max_price", "count")
 
 @pytest.fixture
 def chromium():
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium package"
+    reason = browser.missing_reason()
+    if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with browser.chromium() as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -59,7 +50,7 @@ def serve(tmp_path):
         port = free_port()
         env = {k: v for k, v in os.environ.items()
                if k not in {spec.name.upper() for spec in fields()}}
-        env.update(environ(settings))
+        env.update(settings.to_environ())
         log_file = tmp_path / "streamlit.log"
         with open(log_file, "wb") as output:
             process = subprocess.Popen(
@@ -93,7 +84,7 @@ def serve(tmp_path):
 
 
 def kpi_value(page, symbol, name):
-    return page.locator(f".st-key-kpi-{symbol}-{name} [data-testid='stMetricValue']")
+    return page.locator(browser.kpi_selector(symbol, name))
 
 
 def expected_kpis(record):

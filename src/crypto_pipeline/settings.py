@@ -419,6 +419,21 @@ class Settings:
             lines.append(f"{spec.name.upper()}={'' if value is None else value}")
         return lines
 
+    def to_environ(self) -> dict[str, str]:
+        """Environment variables that make another process load exactly these settings
+        (every one set, so neither its environment nor a .env file can change them)."""
+        values = {}
+        for spec in fields():
+            value = getattr(self, spec.name)
+            if value is None:
+                text = spec.metadata["default"]  # optional settings: the default means None
+            elif isinstance(value, tuple):
+                text = ",".join(value)
+            else:
+                text = str(value)
+            values[spec.name.upper()] = text
+        return values
+
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
