@@ -1,11 +1,12 @@
-"""Test helpers: waiting with a deadline, free ports, reading topics."""
+"""Test helpers: waiting with a deadline, free ports (from processes.py), reading topics."""
 
 from __future__ import annotations
 
 import json
-import socket
 import time
 from typing import Any, Callable, TypeVar
+
+from crypto_pipeline.processes import free_port  # noqa: F401 - re-exported for the tests
 
 T = TypeVar("T")
 
@@ -25,27 +26,6 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str,
         time.sleep(interval)
     detail = f" (last: {last_error})" if last_error else ""
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-            return True
-        except OSError:
-            return False
-
-
-def free_port(consecutive: int = 1) -> int:
-    """A port p such that p .. p+consecutive-1 are all free."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port + consecutive < 65536 and all(port_is_free(port + i)
-                                              for i in range(1, consecutive)):
-            return port
-    raise RuntimeError("no free ports")
 
 
 def read_topic(bootstrap: str, topic: str, *, min_records: int = 0, timeout: float = 10.0,

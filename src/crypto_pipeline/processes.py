@@ -1,10 +1,12 @@
-"""Small process helpers shared by the embedded broker, the supervisor and status."""
+"""Small process and port helpers shared by the broker, the supervisor, status, the
+benchmark and the tests."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import signal
+import socket
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -38,3 +40,24 @@ def cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return []
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(consecutive: int = 1) -> int:
+    """A port p such that p .. p+consecutive-1 are all free (a broker needs two)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port + consecutive < 65536 and all(port_is_free(port + i)
+                                              for i in range(1, consecutive)):
+            return port
+    raise RuntimeError("no free ports")
