@@ -103,6 +103,23 @@ def test_cards_show_the_latest_window_of_each_symbol(dashboard, settings):
         at.get_by_key("card-BTCUSDT")
 
 
+def test_a_card_shows_volume_and_vwap_when_its_ticks_are_trades(dashboard, settings):
+    ensure_topics(settings)
+    produce_aggregates(settings, [
+        {**aggregate("BTCUSDT", NOW - MINUTE, 97000.0), "volume": 1.25, "vwap": 97001.5},
+        {**aggregate("BTCUSDT", NOW, 97432.15), "volume": 3.5, "vwap": 97430.25},
+        aggregate("ETHUSDT", NOW, 3456.789)])
+    at = dashboard(settings)
+
+    wait_for(lambda: shows(at, lambda at: metric_value(at, "kpi-BTCUSDT-vwap") == "97,430.25"),
+             30, "the VWAP of BTCUSDT")
+    assert kpi(at, "BTCUSDT", "volume") == ("3.5000", "+2.2500")
+    assert kpi(at, "BTCUSDT", "vwap") == ("97,430.25", "+428.75")
+    assert [m.label for m in at.get_by_key("card-ETHUSDT").metric] == [
+        "Average price", "Spread", "Min price", "Max price", "Ticks"]
+    assert not at.error and not at.exception
+
+
 def test_empty_state_says_what_to_run(dashboard, settings):
     ensure_topics(settings)
     at = dashboard(settings)

@@ -100,7 +100,8 @@ def test_kpis_in_the_browser_equal_the_data_and_update_live(settings, serve, chr
     settings = settings.replace(dashboard_refresh_seconds=1.0)
     ensure_topics(settings)
     data = [aggregate("BTCUSDT", NOW - MINUTE, 97000.0, low=96900.0, high=97100.0, count=40),
-            aggregate("BTCUSDT", NOW, 97432.15, low=97400.5, high=97500.25, count=1234),
+            {**aggregate("BTCUSDT", NOW, 97432.15, low=97400.5, high=97500.25, count=1234),
+             "volume": 12.5, "vwap": 97431.0},
             aggregate("ETHUSDT", NOW - MINUTE, 3440.0, low=3430.0, high=3450.0, count=9),
             aggregate("ETHUSDT", NOW, 3456.789, low=3450.0, high=3460.0, count=7)]
     produce_aggregates(settings, data)
@@ -122,6 +123,10 @@ def test_kpis_in_the_browser_equal_the_data_and_update_live(settings, serve, chr
             expect(kpi_value(page, symbol, name)).to_have_text(text, timeout=TIMEOUT_MS)
             read = float(kpi_value(page, symbol, name).inner_text().replace(",", ""))
             assert read == pytest.approx(record[name], abs=0.005), (symbol, name)
+    # Trades carry quantities: BTCUSDT's window has a volume and a VWAP, ETHUSDT's has none.
+    expect(kpi_value(page, "BTCUSDT", "volume")).to_have_text("12.500", timeout=TIMEOUT_MS)
+    expect(kpi_value(page, "BTCUSDT", "vwap")).to_have_text("97,431.00", timeout=TIMEOUT_MS)
+    assert kpi_value(page, "ETHUSDT", "volume").count() == 0
     expect(page.locator(".st-key-dead-letters [data-testid='stMetricValue']")).to_have_text(
         "1", timeout=TIMEOUT_MS)
     expect(page.locator(".st-key-freshness")).to_contain_text("Live")

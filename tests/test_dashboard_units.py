@@ -156,6 +156,30 @@ def test_a_card_shows_the_latest_window_against_the_previous_one():
     assert eth.symbol == "ETHUSDT" and all(k.delta is None for k in eth.kpis)
 
 
+def test_a_card_of_trades_shows_volume_and_vwap_and_others_stay_as_they_were():
+    def traded(record, volume, vwap):
+        return {**record, "volume": volume, "vwap": vwap}
+
+    snapshot = store_of(
+        traded(aggregate("BTCUSDT", T0, 97000.0), 10.5, 97010.0),
+        traded(aggregate("BTCUSDT", T0 + MINUTE, 97432.15), 12.34567, 97440.5),
+        aggregate("ETHUSDT", T0, 3440.0),  # before the trade stream: no quantities
+        traded(aggregate("ETHUSDT", T0 + MINUTE, 3456.789), 1234.56789, 3456.1),
+        aggregate("XRPUSDT", T0, 2.1234)).snapshot()
+    btc, eth, xrp = views.cards(snapshot, ["BTCUSDT", "ETHUSDT", "XRPUSDT"])
+    assert [k.label for k in btc.kpis] == [
+        "Average price", "Spread", "Min price", "Max price", "Ticks", "Volume", "VWAP"]
+    kpis = {k.name: k for k in btc.kpis}
+    assert (kpis["volume"].value, kpis["volume"].delta, kpis["volume"].delta_color) == (
+        "12.346", "+1.846", "off")
+    assert (kpis["vwap"].value, kpis["vwap"].delta, kpis["vwap"].delta_color) == (
+        "97,440.50", "+430.50", "normal")
+    kpis = {k.name: k for k in eth.kpis}
+    assert (kpis["volume"].value, kpis["volume"].delta) == ("1,234.57", None)
+    assert (kpis["vwap"].value, kpis["vwap"].delta) == ("3,456.10", None)
+    assert [k.name for k in xrp.kpis] == [name for name, _ in views.KPIS]
+
+
 def test_frames_and_time_range_count_back_from_the_newest_window():
     snapshot = store_of(*(aggregate("BTCUSDT", T0 + i * MINUTE, 100.0 + i) for i in range(30)),
                         aggregate("ETHUSDT", T0, 5.0)).snapshot()

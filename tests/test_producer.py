@@ -271,16 +271,24 @@ def start_producer(env: dict[str, str], tmp_path: Path) -> subprocess.Popen:
                             stderr=open(tmp_path / "producer.log", "w"))
 
 
-def test_sigterm_delivers_everything_accepted_and_exits_0(kafka, live, fake_binance, tmp_path):
-    process = start_producer(environment(live), tmp_path)
+@contextmanager
+def producer_process(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen]:
+    """The entry point as a process; on leaving, stopped with SIGTERM, which must end it
+    with exit code 0 (killed if it does not end)."""
+    process = start_producer(env, tmp_path)
     try:
-        wait_for(lambda: producer_status(live).get("polls", 0) >= 5, 60, "five polls")
+        yield process
         process.send_signal(signal.SIGTERM)
         assert process.wait(45) == 0
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_sigterm_delivers_everything_accepted_and_exits_0(kafka, live, fake_binance, tmp_path):
+    with producer_process(environment(live), tmp_path):
+        wait_for(lambda: producer_status(live).get("polls", 0) >= 5, 60, "five polls")
     final = producer_status(live)
     assert final["ticks_buffered"] == 0 and final["ticks_failed"] == 0
     records = assert_served_prices_landed(kafka, live, fake_binance)

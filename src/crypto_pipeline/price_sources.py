@@ -1,4 +1,5 @@
-"""Where ticks come from (PRICE_SOURCE): Binance's REST API, a file replay, or a simulation.
+"""Where ticks come from (PRICE_SOURCE): Binance's REST API or trade streams, a file
+replay, or a simulation.
 
 Each source's `batches(stop)` yields lists of ticks until it is done or `stop` is set.
 While it waits it yields an empty list at least once a second, so the caller can report
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import queue
 import random
 import threading
 import time
@@ -20,6 +22,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 from crypto_pipeline.backoff import backoff_seconds
+from crypto_pipeline.binance_ws import (CLOSE_TIMEOUT_SECONDS, CONNECTION_LIFETIME_SECONDS,
+                                        MAX_STREAMS_PER_CONNECTION, OVERLAP_SECONDS,
+                                        RENEW_BEFORE_SECONDS, RESTRICTED_LOCATION, SOURCE,
+                                        BadMessage, CombinedStream, RecentTrades, StreamEvent,
+                                        combined_stream_urls, parse_trade)
 from crypto_pipeline.binance_rest import (BinanceError, BinanceRestClient, PriceBatch,
                                           UnknownSymbolError, weight_pause_seconds)
 from crypto_pipeline.klines import read_klines, ticks_of
@@ -33,6 +40,10 @@ BINANCE_BACKOFF = {"base": 1.0, "cap": 60.0}
 STATE_BY_FAULT = {"rate-limited": "rate-limited", "banned": "rate-limited",
                   "restricted-location": "restricted-location"}
 REPLAY_BATCH = 500
+# Most trades handed on in one batch: a burst is delivered in several, with status between.
+TRADE_BATCH = 5000
+# Bad stream messages are logged at most once in this many seconds (with the count since).
+BAD_MESSAGE_LOG_SECONDS = 60.0
 
 
 class ReplayFileError(ValueError):
@@ -194,6 +205,135 @@ def _log_fault(err: BinanceError, delay: float) -> None:
     log.log(level, "%s; next try in %.1f s%s", err, delay, asked)
 
 
+class BinanceTradeStream:
+    """Every trade of SYMBOLS as Binance reports it, over WebSocket trade streams: one
+    combined-stream connection per 1,024 symbols, each kept open by a CombinedStream in
+    its own thread. Their messages meet in one queue and become ticks here, in the
+    producer's thread, where the trades that two connections both delivered during a
+    lifetime rollover are let through once."""
+
+    name = SOURCE
+    lossless = False
+
+    def __init__(self, settings: Settings, *, lifetime: float = CONNECTION_LIFETIME_SECONDS,
+                 renew_before: float = RENEW_BEFORE_SECONDS, overlap: float = OVERLAP_SECONDS,
+                 streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
+                 clock: Callable[[], float] = time.monotonic):
+        self.symbols = settings.symbols
+        self.base_url = settings.binance_ws_url
+        self.status = SourceStatus()
+        self._inbox: queue.Queue = queue.Queue()
+        urls = combined_stream_urls(self.base_url, self.symbols, streams_per_connection)
+        self._streams = [CombinedStream(url, self._inbox.put,
+                                        open_timeout=settings.http_connect_timeout_seconds,
+                                        lifetime=lifetime, renew_before=renew_before,
+                                        overlap=overlap, clock=clock,
+                                        name=f"binance-ws-{number}")
+                         for number, url in enumerate(urls, start=1)]
+        self._wanted = frozenset(self.symbols)
+        self._recent = RecentTrades()
+        self._down: set[str] = set()  # URLs without a connection
+        self._clock = clock
+        self._bad_unlogged = 0
+        self._bad_logged_at: float | None = None
+
+    def batches(self, stop: threading.Event) -> Iterator[list[Tick]]:
+        log.info("streaming the trades of %s from %s over %d connection%s",
+                 ",".join(self.symbols), self.base_url,
+                 len(self._streams), "" if len(self._streams) == 1 else "s")
+        for stream in self._streams:
+            stream.start()
+        try:
+            while not stop.is_set():
+                yield self._take(block=True)
+            self._stop_streams()
+            yield self._take(block=False)  # what came before the connections closed
+        finally:
+            self._stop_streams()
+
+    def _stop_streams(self) -> None:
+        for stream in self._streams:
+            stream.stop()
+        for stream in self._streams:
+            stream.join(self._streams[0].open_timeout + 2 * CLOSE_TIMEOUT_SECONDS)
+
+    def _take(self, block: bool) -> list[Tick]:
+        """The new trades in the queue (waiting up to a heartbeat for the first one)."""
+        ticks: list[Tick] = []
+        try:
+            item = self._inbox.get(timeout=HEARTBEAT_SECONDS) if block else \
+                self._inbox.get_nowait()
+            while True:
+                if isinstance(item, StreamEvent):
+                    self._on_event(item)
+                else:
+                    self._on_message(item, ticks)
+                if len(ticks) >= TRADE_BATCH:
+                    break
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+        return ticks
+
+    def _on_message(self, message: str | bytes, ticks: list[Tick]) -> None:
+        self.status.polls += 1
+        self.status.last_poll_at = now_utc()
+        try:
+            tick = parse_trade(message, self._wanted)
+        except BadMessage as err:
+            self._bad(str(err))
+            return
+        self.status.last_success_at = self.status.last_poll_at
+        if self._recent.first_sighting(tick):
+            ticks.append(tick)
+
+    def _bad(self, reason: str) -> None:
+        self.status.bad_entries += 1
+        self.status.errors["bad-message"] += 1
+        self._bad_unlogged += 1
+        now = self._clock()
+        if self._bad_logged_at is None or now - self._bad_logged_at >= BAD_MESSAGE_LOG_SECONDS:
+            log.warning("skipped %d bad message%s from the trade stream (never sent); last: %s",
+                        self._bad_unlogged, "" if self._bad_unlogged == 1 else "s", reason)
+            self._bad_unlogged, self._bad_logged_at = 0, now
+
+    def _on_event(self, event: StreamEvent) -> None:
+        if event.kind == "connected":
+            if event.url in self._down:
+                log.info("connected again to %s", event.url)
+            else:
+                log.info("connected to %s", event.url)
+            self._down.discard(event.url)
+            if not self._down:
+                self.status.state = "ok"
+        elif event.kind == "replaced":
+            log.info("replaced the connection to %s before its lifetime ended (%s)",
+                     event.url, event.detail)
+        elif event.kind == "renew-failed":
+            self.status.errors["connection"] += 1
+            log.warning("cannot open the connection to replace the one to %s before its "
+                        "lifetime ends (%s); it goes on meanwhile; next try in %.1f s",
+                        event.url, event.detail, event.retry_in)
+        elif event.kind == "dropped":
+            self._fault("dropped", f"the connection to {event.url} dropped ({event.detail})",
+                        event)
+        else:
+            restricted = event.status == RESTRICTED_LOCATION
+            self._fault(
+                "restricted-location" if restricted else "connection",
+                f"cannot connect to Binance's trade stream at {event.url} ({event.detail})"
+                + ("; Binance refuses this location: set BINANCE_WS_URL to "
+                   "wss://data-stream.binance.vision, or use PRICE_SOURCE=replay or simulated"
+                   if restricted else ""), event)
+
+    def _fault(self, kind: str, message: str, event: StreamEvent) -> None:
+        self._down.add(event.url)
+        self.status.state = STATE_BY_FAULT.get(kind, "binance-unreachable")
+        self.status.errors[kind] += 1
+        self.status.last_error = message
+        log.warning("%s; next try in %.1f s", message, event.retry_in)
+
+
 def tick_from_message(line: str) -> Tick:
     """A tick message as on INPUT_TOPIC, replayed: its data, labelled as a replay.
     ValueError or TypeError when it is not one (Tick validates the values)."""
@@ -326,4 +466,5 @@ class SimulatedSource:
         return [Tick(symbol, price, moment, "simulated") for symbol, price in self.prices.items()]
 
 
-SOURCES = {"binance": BinancePoller, "replay": ReplaySource, "simulated": SimulatedSource}
+SOURCES = {"binance": BinancePoller, "binance-ws": BinanceTradeStream, "replay": ReplaySource,
+           "simulated": SimulatedSource}

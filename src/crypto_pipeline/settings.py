@@ -262,7 +262,8 @@ class Settings:
         "wss://stream.binance.com:9443", "WebSocket base URL for binance-ws; also "
         "wss://data-stream.binance.vision", _url("ws", "wss"), group=PRODUCER)
     http_connect_timeout_seconds: float = setting(
-        "3", "connect timeout of each Binance request", _number(0), group=PRODUCER)
+        "3", "connect timeout of each Binance request and WebSocket handshake", _number(0),
+        group=PRODUCER)
     http_read_timeout_seconds: float = setting(
         "10", "read timeout of each Binance request", _number(0), group=PRODUCER)
     replay_file: Path | None = setting(

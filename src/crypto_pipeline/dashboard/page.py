@@ -28,6 +28,9 @@ DEFAULT_TIME_RANGE = "1 hour"
 # The first visitor of a fresh server waits this long at most for the feed's first
 # catch-up; a larger topic goes on loading behind a "loading" notice.
 FIRST_ANSWER_TIMEOUT_SECONDS = 5.0
+# KPIs side by side on a card: more would cut a BTC price short ("97,43…"), so a card of
+# trades shows volume and VWAP in a second row.
+KPIS_PER_ROW = len(views.KPIS)
 
 
 @st.cache_resource(show_spinner="Reading the aggregates from Kafka…", max_entries=1,
@@ -133,10 +136,12 @@ def _status_row(health: FeedHealth, fresh: views.Freshness, snapshot: Snapshot) 
 def _card(card: views.Card) -> None:
     with st.container(border=True, key=f"card-{card.symbol}"):
         st.markdown(f"**{card.symbol}** · {card.window} · {card.move}")
-        for column, kpi in zip(st.columns(len(card.kpis)), card.kpis):
-            with column.container(key=f"kpi-{card.symbol}-{kpi.name}"):
-                st.metric(kpi.label, kpi.value, kpi.delta, delta_color=kpi.delta_color,
-                          chart_data=card.trend if kpi.name == "avg_price" else None)
+        for start in range(0, len(card.kpis), KPIS_PER_ROW):
+            row = card.kpis[start:start + KPIS_PER_ROW]
+            for column, kpi in zip(st.columns(KPIS_PER_ROW), row):
+                with column.container(key=f"kpi-{card.symbol}-{kpi.name}"):
+                    st.metric(kpi.label, kpi.value, kpi.delta, delta_color=kpi.delta_color,
+                              chart_data=card.trend if kpi.name == "avg_price" else None)
 
 
 def _status(settings: Settings, component: str) -> dict[str, Any] | None:

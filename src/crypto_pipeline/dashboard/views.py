@@ -19,10 +19,13 @@ from crypto_pipeline.dashboard.feed import FeedHealth
 from crypto_pipeline.dashboard.store import Aggregate, Snapshot
 from crypto_pipeline.settings import Settings
 
-# (field, label): the KPIs of a card, in order; spread and count have no "good" direction.
+# (field, label): the KPIs of a card, in order; spread, count and volume have no "good"
+# direction.
 KPIS = (("avg_price", "Average price"), ("spread", "Spread"), ("min_price", "Min price"),
         ("max_price", "Max price"), ("count", "Ticks"))
-_NEUTRAL = {"spread", "count"}
+# Shown after those when the window has them: only ticks that are trades carry quantities.
+TRADE_KPIS = (("volume", "Volume"), ("vwap", "VWAP"))
+_NEUTRAL = {"spread", "count", "volume"}
 TREND_WINDOWS = 30
 FRAME_COLUMNS = ("symbol", "window_start", "window_end", "open_price", "close_price",
                  "min_price", "avg_price", "max_price", "spread", "count")
@@ -64,16 +67,19 @@ def _card(symbol: str, latest: Aggregate, previous: Aggregate | None,
           recent: tuple[Aggregate, ...]) -> Card:
     decimals = fmt.price_decimals(latest["avg_price"])
     kpis = []
-    for name, label in KPIS:
+    for name, label in KPIS + tuple(k for k in TRADE_KPIS if latest.get(k[0]) is not None):
         value, delta = latest[name], None
+        before = previous.get(name) if previous is not None else None
         if name == "count":
             text = fmt.count(value)
-            if previous is not None:
-                delta = fmt.count_change(value - previous[name])
+            if before is not None:
+                delta = fmt.count_change(value - before)
         else:
-            text = fmt.price(value, decimals)
-            if previous is not None:
-                delta = fmt.price_change(value - previous[name], decimals)
+            # A volume is no price, but reads the same: about five significant digits.
+            places = fmt.price_decimals(value) if name == "volume" else decimals
+            text = fmt.price(value, places)
+            if before is not None:
+                delta = fmt.price_change(value - before, places)
         kpis.append(Kpi(name, label, text, delta, "off" if name in _NEUTRAL else "normal"))
     move = (f"open {fmt.price(latest['open_price'], decimals)} → close "
             f"{fmt.price(latest['close_price'], decimals)} ({fmt.percent(latest['pct_change'])})")
