@@ -68,6 +68,20 @@ def spark():
 
 
 @pytest.fixture
+def chromium():
+    """Headless Chromium (Playwright Browser); in CI a missing browser fails the test."""
+    from crypto_pipeline import browser
+
+    reason = browser.missing_reason()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with browser.chromium() as opened:
+        yield opened
+
+
+@pytest.fixture
 def artifacts_dir() -> Path:
     """Where tests keep what a person may want to look at after the run (screenshots)."""
     path = Path(__file__).resolve().parents[1] / "test-artifacts"

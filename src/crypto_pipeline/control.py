@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import time
 from datetime import timezone
 from pathlib import Path
 
 from crypto_pipeline.components import ORDER, Component, components, wait_healthy
 from crypto_pipeline.history import HistoryStore
-from crypto_pipeline.processes import cmdline, pid_alive
+from crypto_pipeline.processes import cmdline, pid_alive, port_in_use
 from crypto_pipeline.settings import Settings
 from crypto_pipeline.status import read_status
 from crypto_pipeline.supervisor import pid_file
@@ -30,12 +29,6 @@ def supervisor_pid(settings: Settings, name: str) -> int | None:
             and name in command:
         return pid
     return None
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 def busy_ports(component: Component) -> list[int]:
@@ -85,12 +78,14 @@ def wait_started(settings: Settings, name: str, timeout: float) -> str | None:
             return f"the {name} supervisor did not start (see logs/{name}.log)"
         time.sleep(0.1)
 
-    def child_running() -> bool:
-        supervisor = read_status(settings.run_dir, f"{name}-supervisor") or {}
-        return pid_alive(pid) and supervisor.get("state") in ("running", None)
+    def supervisor_status() -> dict:
+        status = read_status(settings.run_dir, f"{name}-supervisor") or {}
+        return status if status.get("pid") == pid else {}
 
-    supervisor = read_status(settings.run_dir, f"{name}-supervisor") or {}
-    started_at = supervisor.get("child_started_at") or time.time() - 1
+    def child_running() -> bool:
+        return pid_alive(pid) and supervisor_status().get("state") in ("starting", "running")
+
+    started_at = supervisor_status().get("started_at") or time.time() - 1
     return wait_healthy(component, settings, started_at, max(1.0, deadline - time.monotonic()),
                         alive=child_running)
 

@@ -42,7 +42,15 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Something listens on the port (a connection is accepted)."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """The port can be bound (nothing listens, and no connection lingers on it)."""
     with socket.socket() as sock:
         try:
             sock.bind((host, port))

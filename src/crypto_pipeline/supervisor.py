@@ -67,6 +67,8 @@ class Supervisor:
     def run(self) -> int:
         name = self.component.name
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Status first: whoever sees the pid file must not read a previous run's status.
+        self._report("starting")
         pid_file(self.run_dir, name).write_text(f"{os.getpid()}\n")
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
