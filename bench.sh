@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The benchmark: sustained throughput against Spark's own ceiling on this machine,
+# tick-to-aggregate and tick-to-page latency, peak memory, producer requests per poll.
+# Starts its own broker; takes about ten minutes; prints a table and writes
+# bench/results/bench-<time>.json.
+#   ./bench.sh            the full run
+#   ./bench.sh --quick    small phases (a smoke run, not a measurement)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+"$ROOT/scripts/setup.sh" --dev
+cd "$ROOT"
+exec "$ROOT/.venv/bin/python" "$ROOT/src/benchmark.py" "$@"
