@@ -97,6 +97,6 @@ POISON = {
                          "event_time is not an ISO-8601 date and time"),
     "no offset": (tick_json(event_time="2025-01-15T14:32:01.123456"),
                   "event_time has no UTC offset (Z or +hh:mm)"),
-    "far future": (tick_json(event_time=in_future(timedelta(minutes=5))),
+    "far future": (tick_json(event_time=in_future(timedelta(days=365))),
                    "event_time is more than 1 minute in the future"),
 }
