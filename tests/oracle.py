@@ -2,8 +2,8 @@
 
 Written from the definition, not from the Spark code: a window is [start, start +
 duration) with start a multiple of the slide counted from the Unix epoch; a tick belongs
-to every window that contains its event time. A tick seen twice (same symbol, event time
-and source) counts once. Times are whole microseconds, as Spark keeps them.
+to every window that contains its event time. A tick seen twice (same symbol, event time,
+source and event id) counts once. Times are whole microseconds, as Spark keeps them.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ def expected_windows(ticks: Iterable[Tick], duration_seconds: float,
     duration, slide = round(duration_seconds * 1e6), round(slide_seconds * 1e6)
     unique: dict[tuple, Tick] = {}
     for tick in ticks:
-        unique.setdefault((tick.symbol, micros(tick.event_time), tick.source), tick)
+        unique.setdefault((tick.symbol, micros(tick.event_time), tick.source, tick.event_id),
+                         tick)
     members: dict[tuple[str, int], list[Tick]] = defaultdict(list)
-    for (symbol, at, _), tick in unique.items():
+    for (symbol, at, _, _), tick in unique.items():
         for start in window_starts(at, duration, slide):
             members[(symbol, start)].append(tick)
     return {aggregate_key(symbol, format_time(from_micros(start))):

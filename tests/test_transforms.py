@@ -142,3 +142,19 @@ def test_aggregation_hash_aggregates_without_python(spark, replayed):
     assert "HashAggregate" in plan
     assert not any(slow in plan for slow in ("SortAggregate", "ObjectHashAggregate",
                                              "BatchEvalPython", "ArrowEvalPython"))
+
+
+def test_two_trades_of_the_same_millisecond_both_count_a_resend_once(spark):
+    at = datetime(2025, 1, 15, 14, 32, 1, 123000, tzinfo=timezone.utc)
+    trades = [Tick("BTCUSDT", 97000.0, at, "binance-ws", quantity=1.0, event_id="1"),
+              Tick("BTCUSDT", 97001.0, at, "binance-ws", quantity=2.0, event_id="2")]
+    polled = Tick("BTCUSDT", 97002.0, at, "binance")
+    delivered = trades + [trades[0], polled, polled]
+    parsed = parse_records(kafka_records(spark, [t.to_json() for t in delivered]),
+                           SETTINGS.max_clock_skew)
+    counts = {row.window_start: row["count"]
+              for row in aggregate_windows(valid_ticks(parsed), SETTINGS).collect()}
+    assert set(counts.values()) == {3}
+    expected = expected_windows(trades + [polled], SETTINGS.window_duration.seconds,
+                                SETTINGS.window_slide.seconds)
+    assert {record["count"] for record in expected.values()} == {3}

@@ -32,7 +32,9 @@ _OFFSET_PATTERN = r"[+-]\d{2}(:?\d{2})?\z"
 # JSON-escaped; source topic/partition/offset point at the full record.
 DLQ_VALUE_MAX_CHARS = 100_000
 
-DEDUPE_COLUMNS = ("symbol", "event_time", "source")
+# A tick delivered twice is the same symbol, event time and source; event_id (a trade
+# id, null for REST polls) keeps two real trades of the same millisecond apart.
+DEDUPE_COLUMNS = ("symbol", "event_time", "source", "event_id")
 
 _CORRUPT = "_corrupt_record"
 
@@ -113,7 +115,7 @@ def aggregate_windows(ticks: DataFrame, settings: Settings) -> DataFrame:
 
     Streaming: ticks later than WATERMARK_DELAY are dropped and a window's state is
     freed once the watermark passes its end; a tick delivered twice (same symbol,
-    event time and source) counts once. Static: the same numbers over all ticks."""
+    event time, source and event_id) counts once. Static: the same numbers over all ticks."""
     window = F.window("event_time", settings.window_duration.spark, settings.window_slide.spark)
     price, quantity = F.col("price"), F.col("quantity")
     ticks = ticks.withWatermark("event_time", settings.watermark_delay.spark)
