@@ -103,3 +103,10 @@ def test_an_entry_point_stops_with_one_line_naming_the_setting():
     assert result.returncode != 0
     assert result.stderr.strip() == "error: POLL_INTERVAL_SECONDS='abc': expected a number"
     assert result.stdout == ""
+
+
+def test_a_checkpoint_can_be_a_location_every_worker_reaches():
+    s = load(CHECKPOINT_DIR="hdfs://namenode:8020/crypto/checkpoints")
+    assert s.checkpoint_dir == "hdfs://namenode:8020/crypto/checkpoints"
+    assert s.dlq_checkpoint_dir == "hdfs://namenode:8020/crypto/checkpoints-dlq"
+    assert load().dlq_checkpoint_dir == PROJECT_ROOT / "checkpoints" / "crypto-aggregates-dlq"

@@ -174,6 +174,11 @@ def _path(text: str) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
+def _location(text: str) -> Path | str:
+    """A local path, or a URI any Spark worker can reach (hdfs://, s3a://, file:///...)."""
+    return text.strip() if "://" in text else _path(text)
+
+
 def _text(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
@@ -296,9 +301,10 @@ class Settings:
         "1 minute", "ticks whose event time is further than this in the future are rejected "
         "(keep it below WATERMARK_DELAY: a future tick moves the watermark)", Duration.parse,
         group=SPARK)
-    checkpoint_dir: Path = setting(
+    checkpoint_dir: Path | str = setting(
         "./checkpoints/crypto-aggregates", "Spark checkpoint of the aggregation query (the "
-        "dead-letter query uses the same path with -dlq appended)", _path, group=SPARK)
+        "dead-letter query uses the same path with -dlq appended); on a cluster, a location "
+        "every worker reaches (hdfs://..., s3a://..., a shared mount)", _location, group=SPARK)
     history_db: Path = setting(
         "./data/history.sqlite", "history of every emitted aggregate (SQLite, latest value "
         "per window), read by the dashboard on start", _path, group=SPARK)
@@ -311,6 +317,12 @@ class Settings:
     alert_zscore_threshold: float = setting(
         "3.0", "alert when a window's return is this many standard deviations from recent ones",
         _number(0), group=ALERTS)
+    alert_zscore_windows: int = setting(
+        "60", "recent returns the z-score compares with: the pct_change of this many of the "
+        "symbol's latest windows that ended by the window's start", _integer(2), group=ALERTS)
+    alert_zscore_min_windows: int = setting(
+        "20", "no z-score alert for a symbol with fewer such windows in the history store",
+        _integer(2), group=ALERTS)
     alert_webhook_url: str | None = setting(
         "", "Slack-compatible webhook for alerts (unset: no webhook)",
         _optional(_url("http", "https")), secret=True, group=ALERTS)
@@ -401,7 +413,9 @@ class Settings:
         return 3 if self.kafka_brokers >= 3 else 1
 
     @property
-    def dlq_checkpoint_dir(self) -> Path:
+    def dlq_checkpoint_dir(self) -> Path | str:
+        if isinstance(self.checkpoint_dir, str):
+            return self.checkpoint_dir.rstrip("/") + "-dlq"
         return self.checkpoint_dir.with_name(self.checkpoint_dir.name + "-dlq")
 
     @property
