@@ -212,8 +212,9 @@ class Settings:
         "docker (docker/docker-compose.yml) or external (start nothing, use the servers above)",
         _choice("embedded", "docker", "external"), group=KAFKA)
     kafka_brokers: int = setting(
-        "1", "number of embedded brokers: 1, or 3 for a KRaft cluster on this machine; node i "
-        "listens on the first bootstrap port + 2i and its controller on the port after",
+        "1", "number of brokers: the embedded cluster's size (1, or 3 for a KRaft cluster on "
+        "this machine; node i listens on the first bootstrap port + 2i, its controller on the "
+        "port after); 3 or more also makes topics replicated 3 times (min.insync.replicas 2)",
         _integer(1, 5), group=KAFKA)
     kafka_data_dir: Path = setting(
         "./data/kafka", "where the embedded broker keeps its log segments", _path, group=KAFKA)
