@@ -3,6 +3,7 @@
     python3 src/pipelinectl.py settings            every setting, secrets masked
     python3 src/pipelinectl.py get NAME            one setting's value (for the scripts)
     python3 src/pipelinectl.py env-example         .env.example, generated from the settings
+    python3 src/pipelinectl.py settings-table      the README's configuration table
     python3 src/pipelinectl.py topics              create the topics that are missing
     python3 src/pipelinectl.py wait-kafka [S]      wait up to S s for a produce/consume round trip
     python3 src/pipelinectl.py running NAME        exit 0 when NAME's supervisor is running
@@ -19,7 +20,7 @@ import sys
 from crypto_pipeline import control, logs
 from crypto_pipeline.components import ORDER, components
 from crypto_pipeline.kafka_clients import client_config, wait_until_ready
-from crypto_pipeline.settings import env_example, load_or_exit
+from crypto_pipeline.settings import env_example, load_or_exit, settings_table
 from crypto_pipeline.topics import ensure_topics
 
 log = logging.getLogger("pipelinectl")
@@ -31,6 +32,7 @@ def main() -> int:
     commands.add_parser("settings")
     commands.add_parser("get").add_argument("name")
     commands.add_parser("env-example")
+    commands.add_parser("settings-table")
     commands.add_parser("topics")
     commands.add_parser("wait-kafka").add_argument("timeout", nargs="?", type=float, default=60)
     for name in ("running", "ports", "stop"):
@@ -44,6 +46,9 @@ def main() -> int:
 
     if args.command == "env-example":
         sys.stdout.write(env_example())
+        return 0
+    if args.command == "settings-table":
+        sys.stdout.write(settings_table())
         return 0
     settings = load_or_exit()
     logs.configure("WARNING" if args.command in ("status", "running", "ports") else

@@ -478,6 +478,21 @@ def load_or_exit(**overrides: Any) -> Settings:
         exit_config_error(str(err))
 
 
+def settings_table() -> str:
+    """The README's configuration table (Markdown): every setting, default and meaning."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    group = None
+    for spec in fields():
+        if spec.metadata["group"] != group:
+            group = spec.metadata["group"]
+            lines.append(f"| **{group}** | | |")
+        default = spec.metadata["default"]
+        shown = f"`{default}`" if default else "unset"
+        meaning = spec.metadata["help"].replace("|", "\\|")
+        lines.append(f"| `{spec.name.upper()}` | {shown} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
 def env_example() -> str:
     """The text of `.env.example`: every setting, grouped, with its meaning and default."""
     lines = ["# Settings of the crypto price pipeline, with their defaults.",
