@@ -1,4 +1,5 @@
-"""The Spark job: ticks on INPUT_TOPIC -> sliding-window statistics on OUTPUT_TOPIC.
+"""The Spark job: ticks on INPUT_TOPIC -> sliding-window statistics on OUTPUT_TOPIC, after
+a backfill of the last BACKFILL_HOURS from Binance's klines into the history store.
 
     python3 src/streaming_app.py
     spark-submit --jars "$(ls .jvm/spark-kafka-*/*.jar | paste -sd,)" src/streaming_app.py
@@ -18,6 +19,7 @@ from kafka.errors import KafkaError
 from py4j.protocol import Py4JError
 
 from crypto_pipeline import logs
+from crypto_pipeline.backfill import Backfill
 from crypto_pipeline.settings import load_or_exit
 from crypto_pipeline.spark_session import build_session
 from crypto_pipeline.status import write_status
@@ -44,6 +46,8 @@ def main() -> int:
                                                    "last_error": one_line(err)})
         return 1
     spark = build_session(settings, APP_NAME)
+    # Before the queries: the backfill ends where the live range begins.
+    Backfill(spark, settings).run()
     job = StreamingJob(spark, settings)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: job.request_stop())

@@ -1,9 +1,11 @@
 """The dashboard as a user sees it: served by Streamlit, fed through a real broker, opened in
 headless Chromium. KPI values read off the page must equal the data; new windows must
-appear without a reload. A screenshot is kept in test-artifacts/dashboard.png."""
+appear without a reload; alerts show in the feed and as markers on the chart. Screenshots
+are kept in test-artifacts/dashboard.png and test-artifacts/alerts.png."""
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,10 +14,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from crypto_pipeline import browser
+from crypto_pipeline import alerts, browser
+from crypto_pipeline.alerts import AlertRules
 from crypto_pipeline.dashboard import formatting as fmt
 from crypto_pipeline.paths import PROJECT_ROOT
 from crypto_pipeline.settings import fields
+from crypto_pipeline.keyed_records import json_value
 from crypto_pipeline.topics import ensure_topics
 from dashboard_support import aggregate, produce, produce_aggregates
 from helpers import free_port, wait_for
@@ -152,3 +156,53 @@ def test_kpis_in_the_browser_equal_the_data_and_update_live(settings, serve, chr
                                                                     timeout=TIMEOUT_MS)
     log.info("dashboard, next visitor (the feed runs): %.2f s from page open to KPIs shown",
              time.monotonic() - opened)
+
+
+def test_alerts_show_in_the_feed_and_on_the_chart(settings, serve, chromium, artifacts_dir):
+    from playwright.sync_api import expect
+
+    settings = settings.replace(dashboard_refresh_seconds=1.0)
+    ensure_topics(settings)
+    windows = [aggregate("BTCUSDT", NOW - k * MINUTE, 97000.0 + 40 * (k % 3), count=40)
+               for k in range(30, -1, -1)]
+    jump = NOW - 4 * MINUTE
+    windows[-5] = {**windows[-5], "open_price": 97000.0, "close_price": 99134.0,
+                   "max_price": 99134.0, "avg_price": 98100.0, "pct_change": 2.2}
+    produce_aggregates(settings, windows + [aggregate("ETHUSDT", NOW, 3456.789)])
+    calm = [0.05, -0.05] * 15
+    produce(settings, settings.alerts_topic, [
+        (alerts.key(alert).encode(), json_value(alert))
+        for alert in alerts.detect(windows[-5], calm, AlertRules.from_settings(settings),
+                                   NOW - 2 * MINUTE)])
+    url = serve(settings)
+
+    page = chromium.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(url)
+    feed = page.locator(".st-key-alert-feed")
+    move = page.locator(f".st-key-alert-BTCUSDT-{jump:%Y%m%dT%H%M}-move")
+    expect(move).to_contain_text("BTCUSDT moved +2.20% (threshold ±1%) in the window "
+                                 f"{jump:%Y-%m-%d %H:%M}–{jump + 5 * MINUTE:%H:%M} UTC",
+                                 timeout=TIMEOUT_MS)
+    expect(page.locator(f".st-key-alert-BTCUSDT-{jump:%Y%m%dT%H%M}-zscore")).to_contain_text(
+        "from recent windows (threshold ±3σ)")
+
+    def alert_markers():
+        """(x, y) of the alert markers on the price band chart, as Plotly drew them."""
+        return page.evaluate("""() => {
+            const plot = document.querySelector('.js-plotly-plot');
+            const trace = plot && (plot._fullData || []).find(t => t.name === 'alert');
+            return trace ? Array.from(trace.x, (x, i) => [String(x), trace.y[i]]) : [];
+        }""")
+
+    markers = wait_for(alert_markers, 30, "an alert marker on the chart")
+    assert [(x[:16], y) for x, y in markers] == [(f"{jump:%Y-%m-%dT%H:%M}", 98100.0)]
+    page.screenshot(path=artifacts_dir / "alerts.png")
+
+    # A new alert while the page is open comes first in the feed, without a reload.
+    fall = NOW - MINUTE
+    produce(settings, settings.alerts_topic, [
+        (alerts.key(alert).encode(), json_value(alert)) for alert in alerts.detect(
+            {**windows[-2], "pct_change": -1.4}, [], AlertRules.from_settings(settings), NOW)])
+    expect(feed.locator("[class*='st-key-alert-BTCUSDT-']").first).to_have_class(
+        re.compile(f"st-key-alert-BTCUSDT-{fall:%Y%m%dT%H%M}-move"), timeout=TIMEOUT_MS)
+    assert page.locator("[data-testid='stException']").count() == 0

@@ -3,7 +3,9 @@
 - a tick on INPUT_TOPIC: key = symbol, value = JSON of `TICK_FIELDS`;
 - an aggregate on OUTPUT_TOPIC: key = `SYMBOL|window_start`, value = JSON of
   `AGGREGATE_FIELDS`; a later message for a key replaces the earlier one;
-- a dead letter on DLQ_TOPIC: key = the original key, value = JSON of `DLQ_FIELDS`.
+- a dead letter on DLQ_TOPIC: key = the original key, value = JSON of `DLQ_FIELDS`;
+- an alert on ALERTS_TOPIC: key = `SYMBOL|window_start|kind`, value = JSON of
+  `ALERT_FIELDS`; one per symbol, window and kind.
 
 Spark schemas are built from these tuples (`spark_schema`), so no field is declared twice.
 """
@@ -60,6 +62,16 @@ DLQ_FIELDS: tuple[Field, ...] = (
     Field("source_offset", "long", True, ""),
     Field("source_timestamp", "timestamp", False, "the original record's Kafka timestamp"),
     Field("rejected_at", "timestamp", True, "when the Spark job rejected it"),
+)
+
+ALERT_FIELDS: tuple[Field, ...] = (
+    Field("symbol", "string", True, "Binance symbol"),
+    Field("kind", "string", True, "move (close vs. open) or zscore (return vs. recent ones)"),
+    Field("value", "double", True, "the window's move in percent, or its z-score"),
+    Field("threshold", "double", True, "the setting the value went beyond (either sign)"),
+    Field("window_start", "timestamp", True, "start of the window that moved (UTC)"),
+    Field("window_end", "timestamp", True, "end of that window (UTC)"),
+    Field("detected_at", "timestamp", True, "when the Spark job first saw the spike"),
 )
 
 KEY_SEPARATOR = "|"
@@ -120,20 +132,34 @@ def aggregate_key(symbol: str, window_start: str) -> str:
     return f"{symbol}{KEY_SEPARATOR}{window_start}"
 
 
+def alert_key(symbol: str, window_start: str, kind: str) -> str:
+    return f"{symbol}{KEY_SEPARATOR}{window_start}{KEY_SEPARATOR}{kind}"
+
+
 def parse_aggregate(value: bytes | str) -> dict[str, Any]:
     """An aggregate message as a dict with times as aware datetimes; ValueError if malformed."""
+    return _parse_message(value, AGGREGATE_FIELDS, "aggregate")
+
+
+def parse_alert(value: bytes | str) -> dict[str, Any]:
+    """An alert message as a dict with times as aware datetimes; ValueError if malformed."""
+    return _parse_message(value, ALERT_FIELDS, "alert")
+
+
+def _parse_message(value: bytes | str, message_fields: tuple[Field, ...],
+                   what: str) -> dict[str, Any]:
     record = json.loads(value)
     if not isinstance(record, dict):
-        raise ValueError("an aggregate must be a JSON object")
-    missing = [f.name for f in AGGREGATE_FIELDS if f.required and record.get(f.name) is None]
+        raise ValueError(f"an {what} must be a JSON object")
+    missing = [f.name for f in message_fields if f.required and record.get(f.name) is None]
     if missing:
-        raise ValueError(f"aggregate lacks {', '.join(missing)}")
-    if not isinstance(record["symbol"], str):
-        raise ValueError(f"symbol is not a string: {record['symbol']!r}")
-    for f in AGGREGATE_FIELDS:
+        raise ValueError(f"{what} lacks {', '.join(missing)}")
+    for f in message_fields:
         value = record.get(f.name)
         if value is None:
             continue
+        if f.type == "string" and not isinstance(value, str):
+            raise ValueError(f"{f.name} is not a string: {value!r}")
         if f.type == "timestamp":
             record[f.name] = parse_time(value)
         elif f.type in ("double", "long") and (

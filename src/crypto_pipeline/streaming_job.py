@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
+from crypto_pipeline.alert_publisher import SpikeAlerts
 from crypto_pipeline.history import HistoryStore
 from crypto_pipeline.kafka_clients import spark_options
 from crypto_pipeline.schema import format_time, parse_time
@@ -50,6 +51,7 @@ class StreamingJob:
         self.spark = spark
         self.settings = settings
         self.history = HistoryStore(settings.history_db)
+        self.alerts = SpikeAlerts(settings, self.history)
         self.aggregates_name = f"aggregates to {settings.output_topic}"
         self.dead_letters_name = f"dead letters to {settings.dlq_topic}"
         self.status = StatusReporter(settings, self.aggregates_name, self.dead_letters_name)
@@ -161,7 +163,9 @@ class StreamingJob:
                 return
             (records.write.format("kafka").options(**spark_options(self.settings))
              .option("topic", self.settings.output_topic).save())
-            self.history.upsert(json.loads(value) for value in values)
+            rows = [json.loads(value) for value in values]
+            self.history.upsert(rows)
+            self.alerts.check(rows)
             self.status.count_emitted(len(values))
             log.debug("batch %d: %d aggregates written", batch_id, len(values))
         finally:

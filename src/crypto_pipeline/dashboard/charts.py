@@ -1,5 +1,6 @@
 """Plotly figures of the dashboard, from the frames of `views`: one panel per symbol,
-because BTC and a coin worth cents share no useful price axis."""
+because BTC and a coin worth cents share no useful price axis. Alerted windows carry a
+marker (a triangle pointing the way the price moved) on the price charts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ PANEL_HEIGHT = 260
 BARS_PER_ROW = 4
 BAND_COLOUR = "rgba(99, 110, 250, 0.18)"
 AVG_COLOUR = "rgb(99, 110, 250)"
+ALERT_COLOUR = "#d62728"
+ALERT_TRACE = "alert"
 
 
 def _panels(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame, int]]:
@@ -32,8 +35,21 @@ def _stacked(frame: pd.DataFrame) -> tuple[go.Figure, list]:
     return figure, panels
 
 
-def price_band(frame: pd.DataFrame) -> go.Figure:
-    """Average price per window inside its min–max band."""
+def _alert_markers(figure: go.Figure, row: int, symbol: str, markers: pd.DataFrame | None,
+                   decimals: int) -> None:
+    mine = markers[markers["symbol"] == symbol] if markers is not None else ()
+    if len(mine):
+        figure.add_trace(go.Scatter(
+            x=mine["window_start"], y=mine["price"], name=ALERT_TRACE, mode="markers",
+            marker=dict(symbol=["triangle-up" if up else "triangle-down" for up in mine["rising"]],
+                        size=14, color=ALERT_COLOUR, line=dict(color="white", width=1)),
+            text=mine["label"],
+            hovertemplate=f"%{{text}}<br>avg %{{y:{fmt.plotly_price_format(decimals)}}}"
+                          f"<extra>alert</extra>"), row=row, col=1)
+
+
+def price_band(frame: pd.DataFrame, markers: pd.DataFrame | None = None) -> go.Figure:
+    """Average price per window inside its min–max band; alerted windows marked."""
     figure, panels = _stacked(frame)
     for row, (symbol, rows, decimals) in enumerate(panels, start=1):
         price = fmt.plotly_price_format(decimals)
@@ -48,17 +64,19 @@ def price_band(frame: pd.DataFrame) -> go.Figure:
             x=rows["window_start"], y=rows["avg_price"], name="avg", mode="lines+markers",
             line=dict(color=AVG_COLOUR, width=2), marker=dict(size=4),
             hovertemplate=f"avg %{{y:{price}}}<extra>{symbol}</extra>"), row=row, col=1)
+        _alert_markers(figure, row, symbol, markers, decimals)
         figure.update_yaxes(tickformat=price, row=row, col=1)
     return figure
 
 
-def candles(frame: pd.DataFrame) -> go.Figure:
-    """Open/high/low/close of each window."""
+def candles(frame: pd.DataFrame, markers: pd.DataFrame | None = None) -> go.Figure:
+    """Open/high/low/close of each window; alerted windows marked."""
     figure, panels = _stacked(frame)
     for row, (symbol, rows, decimals) in enumerate(panels, start=1):
         figure.add_trace(go.Candlestick(
             x=rows["window_start"], open=rows["open_price"], high=rows["max_price"],
             low=rows["min_price"], close=rows["close_price"], name=symbol), row=row, col=1)
+        _alert_markers(figure, row, symbol, markers, decimals)
         figure.update_yaxes(tickformat=fmt.plotly_price_format(decimals), row=row, col=1)
     figure.update_xaxes(rangeslider_visible=False)
     return figure

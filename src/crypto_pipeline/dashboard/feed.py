@@ -2,10 +2,11 @@
 
 On start it loads the history store, then reads the aggregates topic from the beginning
 (the topic is compacted: that rebuilds the latest value per window), then follows new
-records. No consumer group: it assigns every partition itself and keeps its positions,
-so after Kafka comes back it reconnects and goes on where it stopped. A malformed record
-is skipped and counted. Other kinds of record (alerts) can be followed by adding a topic
-to `_followed`. The thread never calls Streamlit; pages read `store` and `health()`.
+records. Alerts come the same way: the history store's alerts table, then the compacted
+alerts topic, into `alerts`. No consumer group: it assigns every partition itself and
+keeps its positions, so after Kafka comes back it reconnects and goes on where it stopped.
+A malformed record is skipped and counted. The thread never calls Streamlit; pages read
+`store`, `alerts` and `health()`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from crypto_pipeline.dashboard.store import AggregateStore
+from crypto_pipeline.dashboard.store import AggregateStore, AlertStore
 from crypto_pipeline.history import HistoryStore
 from crypto_pipeline.kafka_clients import client_config
-from crypto_pipeline.schema import parse_aggregate
+from crypto_pipeline.schema import parse_aggregate, parse_alert
 from crypto_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,21 @@ def parse_checked_aggregate(value: bytes | None) -> dict[str, Any]:
     return parse_aggregate(value)
 
 
+def parse_checked_alert(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        raise ValueError("empty value (tombstone)")
+    return parse_alert(value)
+
+
 class KafkaFeed:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.store = AggregateStore()
-        self._followed: dict[str, tuple[Callable[[bytes | None], Any], AggregateStore]] = {
-            settings.output_topic: (parse_checked_aggregate, self.store)}
+        self.alerts = AlertStore()
+        self._followed: dict[str, tuple[Callable[[bytes | None], Any],
+                                        AggregateStore | AlertStore]] = {
+            settings.output_topic: (parse_checked_aggregate, self.store),
+            settings.alerts_topic: (parse_checked_alert, self.alerts)}
         self._positions: dict[Any, int] = {}  # TopicPartition -> next offset to read
         self._assigned: set[Any] = set()
         self._health = FeedHealth()
@@ -123,8 +133,10 @@ class KafkaFeed:
     def _load_history(self) -> None:
         since = datetime.now(timezone.utc) - timedelta(
             seconds=self.settings.aggregates_retention.seconds)
+        history = HistoryStore(self.settings.history_db)
         try:
-            loaded = self.store.put_many(HistoryStore(self.settings.history_db).load(since=since))
+            loaded = self.store.put_many(history.load(since=since))
+            self.alerts.put_many(history.load_alerts(since=since))
         except sqlite3.Error as err:
             log.warning("could not read the history store %s: %s", self.settings.history_db, err)
             self._update(history_error=f"{self.settings.history_db}: {err}")
@@ -200,8 +212,10 @@ class KafkaFeed:
         positions = {p: consumer.position(p, timeout_ms=REQUEST_TIMEOUT_MS) for p in ends}
         backlog = (None if None in positions.values()
                    else sum(max(0, end - positions[p]) for p, end in ends.items()))
-        self.store.prune(datetime.now(timezone.utc) - timedelta(
-            seconds=self.settings.aggregates_retention.seconds))
+        retained_from = datetime.now(timezone.utc) - timedelta(
+            seconds=self.settings.aggregates_retention.seconds)
+        self.store.prune(retained_from)
+        self.alerts.prune(retained_from)
         previous = self._update(
             kafka="ok", kafka_error=None, topic_exists=self.settings.output_topic in topics,
             backlog=backlog, dead_letters=self._dead_letters(consumer, topics))

@@ -109,11 +109,14 @@ def _live(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
         return
     for card in cards:
         _card(card)
+    alerts = feed.alerts.newest_first()
+    _alert_feed(settings, views.alert_feed(alerts, symbols))
     since = views.range_start(snapshot, symbols, views.TIME_RANGES[controls.time_range])
     frame = views.windows_frame(snapshot, symbols, since)
+    markers = views.alert_markers(alerts, snapshot, symbols, since)
     band, candles, bars = st.tabs(["Average price", "Candlesticks", "Latest window"])
-    band.plotly_chart(charts.price_band(frame), key="chart-band")
-    candles.plotly_chart(charts.candles(frame), key="chart-candles")
+    band.plotly_chart(charts.price_band(frame, markers), key="chart-band")
+    candles.plotly_chart(charts.candles(frame, markers), key="chart-candles")
     bars.plotly_chart(charts.latest_bars(views.latest_frame(snapshot, symbols)),
                       key="chart-bars")
 
@@ -142,6 +145,21 @@ def _card(card: views.Card) -> None:
                 with column.container(key=f"kpi-{card.symbol}-{kpi.name}"):
                     st.metric(kpi.label, kpi.value, kpi.delta, delta_color=kpi.delta_color,
                               chart_data=card.trend if kpi.name == "avg_price" else None)
+
+
+def _alert_feed(settings: Settings, lines: list[views.AlertLine]) -> None:
+    with st.container(border=True, key="alert-feed"):
+        st.markdown("**Alerts** · newest first")
+        if not lines:
+            st.caption(f"No price spikes. An alert fires when a window moves more than "
+                       f"±{settings.alert_pct_threshold:g}% or its return lies more than "
+                       f"{settings.alert_zscore_threshold:g}σ from those of the last "
+                       f"{settings.alert_zscore_windows} windows.")
+        for line in lines:
+            icon = (":green[:material/trending_up:]" if line.rising
+                    else ":red[:material/trending_down:]")
+            with st.container(key=f"alert-{line.key}"):
+                st.markdown(f"{icon} {line.text} · detected {line.detected}")
 
 
 def _status(settings: Settings, component: str) -> dict[str, Any] | None:

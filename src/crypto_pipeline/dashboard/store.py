@@ -1,4 +1,5 @@
-"""The dashboard's memory: the latest aggregate per (symbol, window_start).
+"""The dashboard's memory: the latest aggregate per (symbol, window_start), and the
+alerts, one per (symbol, window_start, kind).
 
 The feed thread writes, page runs read, so every access holds one lock; readers get an
 immutable `Snapshot` and never see a half-applied update. A later record for a window
@@ -89,3 +90,42 @@ class AggregateStore:
     def __len__(self) -> int:
         with self._lock:
             return sum(len(windows) for windows in self._windows.values())
+
+
+class AlertStore:
+    """Alerts by (symbol, window_start, kind): one each, whatever the topic repeats."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._alerts: dict[tuple[str, datetime, str], Mapping[str, Any]] = {}
+        self._newest_first: tuple[Mapping[str, Any], ...] = ()
+
+    def put_many(self, alerts: Iterable[Mapping[str, Any]]) -> int:
+        count = 0
+        with self._lock:
+            for alert in alerts:
+                self._alerts[(alert["symbol"], alert["window_start"], alert["kind"])] = alert
+                count += 1
+            if count:
+                self._sort()
+        return count
+
+    def prune(self, before: datetime) -> int:
+        """Forget alerts of windows that started before `before`; returns how many."""
+        with self._lock:
+            old = [key for key in self._alerts if key[1] < before]
+            for key in old:
+                del self._alerts[key]
+            if old:
+                self._sort()
+            return len(old)
+
+    def newest_first(self) -> tuple[Mapping[str, Any], ...]:
+        with self._lock:
+            return self._newest_first
+
+    def _sort(self) -> None:
+        """Caller holds the lock: detection time, then the window, newest first."""
+        self._newest_first = tuple(sorted(
+            self._alerts.values(), key=lambda a: (a["detected_at"], a["window_start"]),
+            reverse=True))

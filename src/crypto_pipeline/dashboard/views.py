@@ -1,8 +1,9 @@
 """View models: what the page shows, computed from a store snapshot without Streamlit.
 
 Cards (latest window per symbol, change against the previous window), frames for the
-charts, freshness, the notices that say what is wrong and what to run, and the banner
-for prices that are not live. Pure functions of their inputs, so tests need no browser.
+charts, the alert feed and its chart markers, freshness, the notices that say what is
+wrong and what to run, and the banner for prices that are not live. Pure functions of
+their inputs, so tests need no browser.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from crypto_pipeline import alerts as spike
 from crypto_pipeline.dashboard import formatting as fmt
 from crypto_pipeline.dashboard.feed import FeedHealth
 from crypto_pipeline.dashboard.store import Aggregate, Snapshot
@@ -107,6 +109,52 @@ def latest_frame(snapshot: Snapshot, symbols: Iterable[str]) -> pd.DataFrame:
     """The latest window of each symbol: for the min/avg/max bars."""
     rows = [snapshot.windows[s][-1] for s in symbols if snapshot.windows.get(s)]
     return pd.DataFrame.from_records(rows, columns=list(FRAME_COLUMNS))
+
+
+ALERT_FEED_LENGTH = 20
+MARKER_COLUMNS = ("symbol", "window_start", "price", "label", "rising")
+
+
+@dataclass(frozen=True)
+class AlertLine:
+    key: str  # symbol, window start and kind: a stable id for tests and page keys
+    symbol: str
+    kind: str
+    text: str
+    detected: str
+    rising: bool
+
+
+def alert_feed(alerts: Iterable[Mapping[str, Any]], symbols: Iterable[str],
+               limit: int = ALERT_FEED_LENGTH) -> list[AlertLine]:
+    """The newest `limit` alerts of `symbols` (given newest first), as the feed shows them."""
+    shown = set(symbols)
+    return [AlertLine(alert_id(alert), alert["symbol"], alert["kind"], spike.describe(alert),
+                      f"{alert['detected_at']:%Y-%m-%d %H:%M:%S} UTC", alert["value"] > 0)
+            for alert in alerts if alert["symbol"] in shown][:limit]
+
+
+def alert_id(alert: Mapping[str, Any]) -> str:
+    """`BTCUSDT-20250115T1430-move`: the alert's key in characters a CSS class takes."""
+    return f"{alert['symbol']}-{alert['window_start']:%Y%m%dT%H%M}-{alert['kind']}"
+
+
+def alert_markers(alerts: Iterable[Mapping[str, Any]], snapshot: Snapshot,
+                  symbols: Iterable[str], since: datetime | None = None) -> pd.DataFrame:
+    """One marker per alerted window shown: at the window's average price, labelled with
+    every alert it raised."""
+    by_window: dict[tuple[str, datetime], list[Mapping[str, Any]]] = {}
+    for alert in alerts:
+        by_window.setdefault((alert["symbol"], alert["window_start"]), []).append(alert)
+    rows = []
+    for symbol in symbols:
+        for record in snapshot.windows.get(symbol, ()):
+            raised = by_window.get((symbol, record["window_start"]))
+            if raised and (since is None or record["window_start"] >= since):
+                rows.append((symbol, record["window_start"], record["avg_price"],
+                             "<br>".join(spike.describe(a) for a in raised),
+                             record["pct_change"] >= 0))
+    return pd.DataFrame.from_records(rows, columns=list(MARKER_COLUMNS))
 
 
 @dataclass(frozen=True)
