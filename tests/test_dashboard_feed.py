@@ -57,6 +57,24 @@ def test_feed_rebuilds_from_history_and_topic_then_follows(settings):
     assert not feed.alive
 
 
+def test_replayed_windows_years_old_are_kept(settings):
+    """Retention counts back from the newest window, not from today: a replay of 2022's
+    klines is still the page's data."""
+    replayed = datetime(2022, 8, 14, 12, 0, tzinfo=timezone.utc)
+    HistoryStore(settings.history_db).upsert([
+        aggregate("ETHUSDT", replayed + i * MINUTE, 1900.0 + i) for i in range(3)])
+    ensure_topics(settings)
+    produce_aggregates(settings, [aggregate("ETHUSDT", replayed + 3 * MINUTE, 1903.0)])
+    feed = KafkaFeed(settings).start()
+    try:
+        wait_for(lambda: prices(feed, "ETHUSDT") == [1900.0, 1901.0, 1902.0, 1903.0], 30,
+                 "the replayed windows")
+        assert feed.wait_for_first_answer(30)
+        assert prices(feed, "ETHUSDT") == [1900.0, 1901.0, 1902.0, 1903.0]
+    finally:
+        feed.stop()
+
+
 def test_feed_reconnects_by_itself_when_kafka_comes_back(settings, tmp_path):
     from crypto_pipeline.embedded_kafka import EmbeddedKafka
 

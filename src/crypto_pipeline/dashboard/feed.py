@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Callable
 
 from crypto_pipeline.dashboard.store import AggregateStore, AlertStore
@@ -97,6 +97,10 @@ class KafkaFeed:
         return self._first_answer.wait(timeout)
 
     @property
+    def _retention(self) -> timedelta:
+        return timedelta(seconds=self.settings.aggregates_retention.seconds)
+
+    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -131,10 +135,12 @@ class KafkaFeed:
         log.info("dashboard feed stopped")
 
     def _load_history(self) -> None:
-        since = datetime.now(timezone.utc) - timedelta(
-            seconds=self.settings.aggregates_retention.seconds)
         history = HistoryStore(self.settings.history_db)
         try:
+            newest = max(history.newest_window_starts().values(), default=None)
+            # The retention counts back from the newest window, not from now: replayed
+            # and backfilled windows can be years old and are still the page's data.
+            since = newest - self._retention if newest else None
             loaded = self.store.put_many(history.load(since=since))
             self.alerts.put_many(history.load_alerts(since=since))
         except sqlite3.Error as err:
@@ -212,10 +218,10 @@ class KafkaFeed:
         positions = {p: consumer.position(p, timeout_ms=REQUEST_TIMEOUT_MS) for p in ends}
         backlog = (None if None in positions.values()
                    else sum(max(0, end - positions[p]) for p, end in ends.items()))
-        retained_from = datetime.now(timezone.utc) - timedelta(
-            seconds=self.settings.aggregates_retention.seconds)
-        self.store.prune(retained_from)
-        self.alerts.prune(retained_from)
+        newest = self.store.newest_window_start
+        if newest is not None:
+            self.store.prune(newest - self._retention)
+            self.alerts.prune(newest - self._retention)
         previous = self._update(
             kafka="ok", kafka_error=None, topic_exists=self.settings.output_topic in topics,
             backlog=backlog, dead_letters=self._dead_letters(consumer, topics))

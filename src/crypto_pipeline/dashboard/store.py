@@ -41,6 +41,7 @@ class AggregateStore:
         # Sorted views are rebuilt only for symbols that changed since the last snapshot.
         self._sorted: dict[str, tuple[Aggregate, ...]] = {}
         self._newest_emitted_at: datetime | None = None
+        self._newest_start: datetime | None = None
         self._version = 0
 
     def put(self, record: Aggregate) -> None:
@@ -57,10 +58,17 @@ class AggregateStore:
                 emitted_at = record["emitted_at"]
                 if self._newest_emitted_at is None or emitted_at > self._newest_emitted_at:
                     self._newest_emitted_at = emitted_at
+                if self._newest_start is None or record["window_start"] > self._newest_start:
+                    self._newest_start = record["window_start"]
                 count += 1
             if count:
                 self._version += 1
         return count
+
+    @property
+    def newest_window_start(self) -> datetime | None:
+        with self._lock:
+            return self._newest_start
 
     def prune(self, before: datetime) -> int:
         """Forget windows that started before `before`; returns how many."""
