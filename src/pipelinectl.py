@@ -21,6 +21,7 @@ from crypto_pipeline import control, logs
 from crypto_pipeline.components import ORDER, components
 from crypto_pipeline.kafka_clients import client_config, wait_until_ready
 from crypto_pipeline.settings import env_example, load_or_exit, settings_table
+from crypto_pipeline.status import read_status
 from crypto_pipeline.topics import ensure_topics
 
 log = logging.getLogger("pipelinectl")
@@ -84,6 +85,9 @@ def main() -> int:
             print(reason)
             return 1
         print("  ".join(control.component_detail(settings, args.component)))
+        error = (read_status(settings.run_dir, args.component) or {}).get("last_error")
+        if error:
+            print(f"    warning: {error}")
     elif args.command == "stop":
         print(control.stop(settings, args.component))
     elif args.command == "status":

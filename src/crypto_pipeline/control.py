@@ -100,11 +100,14 @@ def _age(seconds: float) -> str:
 
 
 def _last_error_line(log_file: Path) -> str | None:
+    """The last ERROR line of the component's current run (start.sh marks each start)."""
     try:
-        lines = log_file.read_text(errors="replace").splitlines()[-400:]
+        lines = log_file.read_text(errors="replace").splitlines()[-2000:]
     except FileNotFoundError:
         return None
-    errors = [line for line in lines if " ERROR " in line or line.startswith("error:")]
+    starts = [i for i, line in enumerate(lines) if line.startswith("==== ")]
+    current = lines[starts[-1]:] if starts else lines
+    errors = [line for line in current if " ERROR " in line or line.startswith("error:")]
     return errors[-1][:200] if errors else None
 
 
@@ -155,10 +158,12 @@ def component_detail(settings: Settings, name: str) -> list[str]:
         return [f"{status.get('source')} {status.get('state')}, {status.get('polls', 0)} polls, "
                 f"{status.get('ticks_sent', 0)} ticks sent"]
     if name == "spark" and status:
+        if status.get("batch_id") is None:
+            return [f"query {status.get('state')}, no batch since it started"]
         backlog = status.get("backlog")
-        return [f"query {status.get('state')}, batch {status.get('batch_id')} "
+        return [f"query {status.get('state')}, batch {status['batch_id']} "
                 f"({status.get('batch_duration_ms')} ms), backlog "
-                f"{'unknown' if backlog is None else backlog}"]
+                f"{'unknown' if backlog is None else f'{backlog:,} ticks'}"]
     if name == "dashboard":
         return [f"http://{settings.dashboard_address}:{settings.dashboard_port}"]
     if name == "kafka":

@@ -40,7 +40,8 @@ def _environment(state: Path) -> dict[str, str]:
         # Two hours of real BTCUSDT minutes a minute: an hour of windows in 30 s.
         "PRICE_SOURCE": "replay", "REPLAY_FILE": str(REPLAY), "REPLAY_SPEED": "120",
         "SYMBOLS": "BTCUSDT", "TRIGGER_INTERVAL": "1 second",
-        "DASHBOARD_REFRESH_SECONDS": "2", "BACKFILL_ENABLED": "false",
+        # A slow refresh: a fragment rerun replaces the elements being photographed.
+        "DASHBOARD_REFRESH_SECONDS": "120", "BACKFILL_ENABLED": "false",
     }
 
 

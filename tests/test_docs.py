@@ -1,0 +1,79 @@
+"""The README stays true: every setting, command, file and picture it names exists, and
+its configuration table is the one generated from the settings module."""
+
+import configparser
+import re
+import subprocess
+import sys
+
+import pytest
+
+from crypto_pipeline.paths import PROJECT_ROOT
+from crypto_pipeline.settings import fields, settings_table
+
+README = (PROJECT_ROOT / "README.md").read_text()
+SETTINGS = {spec.name.upper() for spec in fields()}
+# Variables that are not the pipeline's settings: Spark's own, the shell's, the test
+# fixtures' and an error class quoted in the troubleshooting table.
+OTHER_VARIABLES = {"SPARK_WORKER_CORES", "SPARK_WORKER_MEMORY", "SPARK_LOCAL_IP", "JAVA_HOME",
+                   "TEST_KAFKA_BOOTSTRAP", "KAFKA_DATA_LOSS"}
+
+
+def between(name: str) -> str:
+    match = re.search(rf"<!-- {name}:begin[^>]*-->\n(.*?)<!-- {name}:end -->", README, re.S)
+    assert match, f"README lacks the {name} markers"
+    return match.group(1)
+
+
+def test_the_configuration_table_is_generated_from_the_settings():
+    assert between("settings-table") == settings_table(), (
+        "regenerate it: python3 src/pipelinectl.py settings-table, between the markers")
+
+
+def test_every_variable_named_is_a_setting():
+    # The generated table's texts name values too (SASL_SSL); its names are checked above.
+    prose = README.replace(between("settings-table"), "")
+    named = set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9]\b", prose))
+    named |= set(re.findall(r"\b([A-Z][A-Z0-9_]{2,})=", prose))
+    unknown = named - SETTINGS - OTHER_VARIABLES
+    assert not unknown, f"the README names variables that do not exist: {sorted(unknown)}"
+
+
+def test_every_file_and_script_named_exists():
+    paths = set(re.findall(r"(?<![.\w])((?:src|scripts|docker|tests|jvm|docs|bench)/"
+                           r"[\w./-]*\w)", README))
+    paths |= {name for name in re.findall(r"\./([\w-]+\.sh)\b", README)}
+    missing = [path for path in sorted(paths)
+               if "<" not in path and not (PROJECT_ROOT / path).exists()]
+    assert not missing, f"the README names files that do not exist: {missing}"
+    for script in re.findall(r"\./([\w-]+\.sh)\b", README):
+        assert (PROJECT_ROOT / script).stat().st_mode & 0o111, f"{script} is not executable"
+
+
+def test_every_picture_is_in_docs():
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README)
+    assert pictures, "the README shows no screenshots"
+    for picture in pictures:
+        assert (PROJECT_ROOT / picture).is_file(), f"missing picture {picture}"
+
+
+def test_pipelinectl_commands_named_exist():
+    usage = subprocess.run([sys.executable, str(PROJECT_ROOT / "src" / "pipelinectl.py"),
+                            "--help"], capture_output=True, text=True, check=True).stdout
+    for command in set(re.findall(r"pipelinectl\.py ([a-z-]+)", README)):
+        assert command in usage, f"pipelinectl.py has no command {command!r}"
+
+
+def test_pytest_markers_named_exist():
+    config = configparser.ConfigParser()
+    config.read(PROJECT_ROOT / "pytest.ini")
+    markers = {line.split(":")[0].strip()
+               for line in config["pytest"]["markers"].strip().splitlines()}
+    for marker in set(re.findall(r"-m (\w+)", README)):
+        assert marker in markers, f"no pytest marker {marker!r}"
+
+
+@pytest.mark.parametrize("component", ["kafka", "producer", "spark", "dashboard"])
+def test_component_names_are_the_scripts(component):
+    assert f"ALL=(kafka producer spark dashboard)" in (PROJECT_ROOT / "start.sh").read_text()
+    assert f"`{component}`" in README
