@@ -31,12 +31,9 @@ import logging
 import math
 import random
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +48,7 @@ if str(SRC) not in sys.path:  # run as a script, outside pytest's pythonpath
     sys.path.insert(0, str(SRC))
 
 from crypto_pipeline.klines import Kline, read_klines  # noqa: E402
+from stand_ins import serve_until_signalled, stand_in_process  # noqa: E402
 
 log = logging.getLogger("fake_binance")
 
@@ -464,21 +462,10 @@ def fake_binance() -> Iterator[FakeBinance]:
         yield server
 
 
-@contextmanager
-def fake_binance_process(port: int = 0) -> Iterator[tuple[subprocess.Popen, str]]:
-    """The stand-in as a process of its own (for tests of the start scripts) and its URL;
-    sent SIGTERM on leaving unless it already ended. Faults go through /fake/misbehave."""
-    process = subprocess.Popen([sys.executable, __file__, "--port", str(port)],
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        url = process.stdout.readline().strip()
-        if not url:
-            raise RuntimeError(f"the Binance stand-in exited with code {process.wait()}")
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(10)
+def fake_binance_process(port: int = 0):
+    """The stand-in as a process of its own (for tests of the start scripts): a context
+    manager giving (process, URL). Faults go through /fake/misbehave."""
+    return stand_in_process(__file__, "--port", str(port))
 
 
 def main() -> int:
@@ -487,13 +474,7 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    server = FakeBinance(args.host, args.port)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    with server:
-        print(server.url, flush=True)
-        stop.wait()
+    serve_until_signalled(FakeBinance(args.host, args.port))
     return 0
 
 

@@ -34,17 +34,6 @@ KPI_NAMES = ("avg_price", "spread", "min_price", "max_price", "count")
 
 
 @pytest.fixture
-def chromium():
-    reason = browser.missing_reason()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with browser.chromium() as opened:
-        yield opened
-
-
-@pytest.fixture
 def serve(tmp_path):
     """Starts `streamlit run src/dashboard.py` on a free port with the given settings (as
     environment variables) and returns its URL; stops it after the test."""
