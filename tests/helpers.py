@@ -1,12 +1,20 @@
-"""Test helpers: waiting with a deadline, free ports (from processes.py), reading topics."""
+"""Test helpers: waiting with a deadline, free ports (from processes.py), reading and
+writing topics, the oracle's windows and the history store in the topic's form, the
+environment of a child process."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from datetime import datetime
 from typing import Any, Callable, TypeVar
 
+from crypto_pipeline.history import HistoryStore
+from crypto_pipeline.kafka_clients import client_config
 from crypto_pipeline.processes import free_port  # noqa: F401 - re-exported for the tests
+from crypto_pipeline.schema import aggregate_key, format_time
+from oracle import expected_windows
 
 T = TypeVar("T")
 
@@ -26,6 +34,16 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str,
         time.sleep(interval)
     detail = f" (last: {last_error})" if last_error else ""
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+
+
+def eventually(condition: Callable[[], Any], timeout: float, interval: float = 1.0) -> bool:
+    """Whether `condition` turns truthy within `timeout`: `wait_for` without the failure,
+    for a test that records what it saw before it asserts."""
+    try:
+        wait_for(condition, timeout, "a condition", interval)
+        return True
+    except AssertionError:
+        return False
 
 
 def read_topic(bootstrap: str, topic: str, *, min_records: int = 0, timeout: float = 10.0,
@@ -65,3 +83,47 @@ def read_topic(bootstrap: str, topic: str, *, min_records: int = 0, timeout: flo
 def latest_by_key(records: list[Any]) -> dict[str, dict]:
     """Kafka records with JSON values -> {key: value of the last record with that key}."""
     return {r.key.decode(): json.loads(r.value) for r in records}
+
+
+def process_env(settings, **extra: str) -> dict[str, str]:
+    """The environment of a child process that loads exactly `settings` (plus `extra`):
+    this process's environment without any setting of its own, then every setting."""
+    from crypto_pipeline.settings import fields
+
+    names = {spec.name.upper() for spec in fields()}
+    env = {name: value for name, value in os.environ.items() if name not in names}
+    return {**env, **settings.to_environ(), **extra}
+
+
+def produce(settings, records) -> list:
+    """Send (key, value) pairs to INPUT_TOPIC; returns where each landed (partition, offset)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(acks="all", **client_config(settings))
+    try:
+        sent = [producer.send(settings.input_topic, key=key, value=value)
+                for key, value in records]
+        producer.flush()
+        return [future.get(timeout=10) for future in sent]
+    finally:
+        producer.close()
+
+
+def produce_ticks(settings, ticks) -> None:
+    produce(settings, [(t.key, t.to_json()) for t in ticks])
+
+
+def windows(ticks, settings) -> dict[str, dict]:
+    """The oracle's aggregates of `ticks` under the window settings of `settings`."""
+    return expected_windows(ticks, settings.window_duration.seconds,
+                            settings.window_slide.seconds)
+
+
+def history_by_key(settings) -> dict[str, dict]:
+    """The history store as the topic's JSON would have it."""
+    def as_json(value):
+        return format_time(value) if isinstance(value, datetime) else value
+
+    return {aggregate_key(row["symbol"], format_time(row["window_start"])):
+            {name: as_json(value) for name, value in row.items()}
+            for row in HistoryStore(settings.history_db).load()}

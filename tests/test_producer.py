@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from crypto_pipeline.settings import Settings
 from crypto_pipeline.tick_sink import KafkaTickSink
 from fake_binance import fake_binance  # noqa: F401 - the fixture
 from helpers import free_port, read_topic, wait_for
+from helpers import process_env as environment
 
 pytestmark = pytest.mark.integration
 
@@ -253,17 +253,6 @@ def test_kafka_down_buffers_drops_the_oldest_and_catches_up(live, fake_binance, 
 
 
 # --- the entry point as a process ------------------------------------------------------
-
-def environment(settings: Settings, **overrides: str) -> dict[str, str]:
-    """The process environment that gives the producer these settings."""
-    env = dict(os.environ)
-    for line in settings.describe():
-        name, _, value = line.partition("=")
-        if value:
-            env[name] = value
-    env.update(overrides)
-    return env
-
 
 def start_producer(env: dict[str, str], tmp_path: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ROOT / "src" / "api_producer.py")], cwd=ROOT,

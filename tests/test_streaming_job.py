@@ -15,38 +15,20 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from crypto_pipeline.history import HistoryStore
-from crypto_pipeline.kafka_clients import client_config
 from crypto_pipeline.paths import PROJECT_ROOT
-from crypto_pipeline.schema import Tick, aggregate_key, format_time
+from crypto_pipeline.schema import Tick
 from crypto_pipeline.settings import Duration
 from crypto_pipeline.status import read_status
 from crypto_pipeline.streaming_job import StreamingJob, kafka_backlog, one_line, total_offset
 from crypto_pipeline.topics import ensure_topics
-from helpers import free_port, latest_by_key, read_topic, wait_for
-from oracle import expected_windows, mismatches
+from helpers import (free_port, history_by_key, latest_by_key, produce, produce_ticks,
+                     read_topic, wait_for, windows)
+from oracle import mismatches
 from tick_scenarios import POISON, out_of_order, replay_ticks, shifted, with_duplicates
 
 pytestmark = pytest.mark.integration
 
 FAST = Duration.parse("200 milliseconds")
-
-
-def produce(settings, records) -> list:
-    """Send (key, value) pairs; returns where each landed (partition, offset)."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(acks="all", **client_config(settings))
-    try:
-        sent = [producer.send(settings.input_topic, key=key, value=value)
-                for key, value in records]
-        producer.flush()
-        return [future.get(timeout=10) for future in sent]
-    finally:
-        producer.close()
-
-
-def produce_ticks(settings, ticks) -> None:
-    produce(settings, [(t.key, t.to_json()) for t in ticks])
 
 
 def processed(job: StreamingJob) -> int:
@@ -55,21 +37,6 @@ def processed(job: StreamingJob) -> int:
     assert query.exception() is None, query.exception()
     progress = query.lastProgress
     return total_offset(progress["sources"][0]["endOffset"]) if progress else 0
-
-
-def history_by_key(settings) -> dict[str, dict]:
-    """The history store as the topic's JSON would have it."""
-    def as_json(value):
-        return format_time(value) if isinstance(value, datetime) else value
-
-    return {aggregate_key(row["symbol"], format_time(row["window_start"])):
-            {name: as_json(value) for name, value in row.items()}
-            for row in HistoryStore(settings.history_db).load()}
-
-
-def windows(ticks, settings):
-    return expected_windows(ticks, settings.window_duration.seconds,
-                            settings.window_slide.seconds)
 
 
 def test_restart_from_the_checkpoint_loses_and_double_counts_nothing(spark, kafka, settings):

@@ -296,7 +296,8 @@ class Settings:
         "1000000", "most ticks read per micro-batch (bounds a catch-up batch)", _integer(1),
         group=SPARK)
     shuffle_partitions: int = setting(
-        "4", "spark.sql.shuffle.partitions (Spark's 200 is far too many for a few symbols)",
+        "2", "spark.sql.shuffle.partitions: about the number of cores (Spark's 200 is far "
+        "too many; each is a state store committed every batch); fixed by the checkpoint",
         _integer(1, 10000), group=SPARK)
     max_clock_skew: Duration = setting(
         "1 minute", "ticks whose event time is further than this in the future are rejected "

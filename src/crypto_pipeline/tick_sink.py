@@ -11,6 +11,7 @@ the buffer, a permanent one is counted and logged with its reason.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -32,6 +33,10 @@ DELIVERY_TIMEOUT_MS = 30000
 LINGER_MS = 20
 # Unconfirmed for this long means the broker is away, even if the client has not said so.
 STALL_SECONDS = 10.0
+# The client fails a record itself once DELIVERY_TIMEOUT_MS has passed; a record neither
+# confirmed nor failed long after that means the client is stuck (kafka-python has been
+# seen to stop delivering for good after a broker restart): a new client takes over.
+STUCK_SECONDS = DELIVERY_TIMEOUT_MS / 1000 + STALL_SECONDS
 # Ticks handed to the Kafka client and not yet confirmed (at most the buffer's size too):
 # bounds what an outage leaves inside the client, to be timed out and re-buffered.
 MAX_IN_FLIGHT = 5000
@@ -76,6 +81,32 @@ def _reason(err: Exception) -> str:
     """`KafkaTimeoutError: ...` once: kafka-python's messages often start with the name."""
     text = str(err)
     return text if text.startswith(type(err).__name__) else f"{type(err).__name__}: {text}"
+
+
+def _answers(servers: str, timeout: float = 2.0) -> bool:
+    """Whether any of the brokers accepts a TCP connection."""
+    for server in servers.split(","):
+        host, _, port = server.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def connect_problem(settings: Settings, err: Exception) -> str:
+    """Why connecting failed, in words a user can act on. kafka-python says only "Unable
+    to bootstrap" when a broker refuses the SASL credentials; a broker that accepts TCP
+    connections all the same points at them."""
+    reason = _reason(err)
+    if settings.kafka_security_protocol.startswith("SASL_") and \
+            _answers(settings.kafka_bootstrap_servers):
+        reason += (f" - the broker answers, so it probably refused the SASL credentials: "
+                   f"check KAFKA_SASL_USERNAME ({settings.kafka_sasl_username}), "
+                   f"KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM "
+                   f"({settings.kafka_sasl_mechanism})")
+    return reason
 
 
 class KafkaTickSink:
@@ -173,8 +204,7 @@ class KafkaTickSink:
     def _check_reachable(self) -> None:
         """A broker that stops confirming is unreachable too, before the client says so."""
         with self._cond:
-            stalled = self._reachable and self._in_flight and \
-                self._clock() - next(iter(self._in_flight.values()))[1] > STALL_SECONDS
+            stalled = self._reachable and self._oldest_in_flight_seconds() > STALL_SECONDS
         if stalled:
             self._unreachable("kafka-unreachable", f"no delivery confirmed for "
                               f"{STALL_SECONDS:.0f} s")
@@ -250,7 +280,7 @@ class KafkaTickSink:
                 try:
                     self._producer = self._connect(self.settings)
                 except (KafkaError, OSError) as err:
-                    failures = self._retry_later(failures, err)
+                    failures = self._retry_later(failures, connect_problem(self.settings, err))
                     continue
                 failures = 0
                 log.info("connected to %s; ticks go to topic %s", self.where,
@@ -258,6 +288,9 @@ class KafkaTickSink:
                 with self._cond:
                     self._recovered()
             self._check_reachable()
+            if self._stuck():
+                self._replace_producer()
+                continue
             taken = self._take()
             for index, (sequence, tick) in enumerate(taken):
                 try:
@@ -269,15 +302,44 @@ class KafkaTickSink:
                         continue
                     # No metadata within max_block_ms: the cluster is away; keep the rest.
                     self._give_back(taken[index:])
-                    failures = self._retry_later(failures, err)
+                    failures = self._retry_later(failures, _reason(err))
                     break
                 future.add_callback(self._delivered, sequence)
                 future.add_errback(self._not_delivered, sequence)
 
-    def _retry_later(self, failures: int, err: Exception) -> int:
+    def _oldest_in_flight_seconds(self) -> float:
+        with self._cond:
+            if not self._in_flight:
+                return 0.0
+            return self._clock() - next(iter(self._in_flight.values()))[1]
+
+    def _stuck(self) -> bool:
+        return self._oldest_in_flight_seconds() > STUCK_SECONDS
+
+    def _replace_producer(self) -> None:
+        """Drop a stuck client; its unconfirmed ticks go back to the front of the buffer,
+        to be sent by a new one. Those the broker did write arrive twice; the job counts
+        a tick once (it drops duplicates), so nothing is lost or double-counted."""
+        from kafka.errors import KafkaError
+
+        stuck, self._producer = self._producer, None
+        with self._cond:
+            unconfirmed = [tick for tick, _ in self._in_flight.values()]
+            self._in_flight.clear()
+            self._waiting.extendleft(reversed(unconfirmed))
+            self._errors["kafka-client-replaced"] += 1
+        log.warning("the Kafka client held %d ticks for over %.0f s, neither delivered nor "
+                    "failed; replacing it and sending them again", len(unconfirmed),
+                    STUCK_SECONDS)
+        try:
+            stuck.close(timeout=0)
+        except KafkaError as err:
+            log.debug("closing the stuck client: %s", _reason(err))
+
+    def _retry_later(self, failures: int, reason: str) -> int:
         """Report the failure, back off; returns the failures in a row."""
         failures += 1
-        self._unreachable("kafka-unreachable", _reason(err))
+        self._unreachable("kafka-unreachable", reason)
         self._pause(backoff_seconds(failures, **RECONNECT_BACKOFF))
         return failures
 
