@@ -3,7 +3,8 @@
     python3 src/benchmark.py [--quick]        (what ./bench.sh runs)
 
 Prints a table of the figures against the targets and writes every figure as JSON under
-bench/results/. --quick runs smaller phases (a smoke run, not a measurement).
+bench/results/; a full run also puts the table in the README. --quick runs smaller phases
+(a smoke run, not a measurement).
 """
 
 import argparse
@@ -22,13 +23,14 @@ def main() -> int:
     args = parser.parse_args()
     settings = load_or_exit()
     logs.configure(settings.log_level)
-    plan = benchmark.Plan(throughput_ticks=300_000, ceiling_rows_per_batch=200_000,
-                          ceiling_batches=3, latency_seconds=15) if args.quick \
-        else benchmark.Plan()
-    results = benchmark.run(plan)
-    path = benchmark.save(results)
+    results = benchmark.run(benchmark.QUICK if args.quick else benchmark.Plan())
+    path = benchmark.save(results).relative_to(benchmark.PROJECT_ROOT)
     print(benchmark.table(results))
-    print(f"\nAll figures: {path.relative_to(benchmark.PROJECT_ROOT)}")
+    print(f"\nAll figures: {path}")
+    if not args.quick:
+        benchmark.README.write_text(benchmark.readme_with_table(
+            benchmark.README.read_text(), results, str(path)))
+        log.info("the README's benchmark table is updated")
     return 0
 
 

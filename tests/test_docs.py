@@ -13,10 +13,10 @@ from crypto_pipeline.settings import fields, settings_table
 
 README = (PROJECT_ROOT / "README.md").read_text()
 SETTINGS = {spec.name.upper() for spec in fields()}
-# Variables that are not the pipeline's settings: Spark's own, the shell's, the test
-# fixtures' and an error class quoted in the troubleshooting table.
+# Variables that are not the pipeline's settings: Spark's own, the shell's, the tests'
+# (SOAK_MINUTES: the soak's length) and an error class quoted in the troubleshooting table.
 OTHER_VARIABLES = {"SPARK_WORKER_CORES", "SPARK_WORKER_MEMORY", "SPARK_LOCAL_IP", "JAVA_HOME",
-                   "TEST_KAFKA_BOOTSTRAP", "KAFKA_DATA_LOSS"}
+                   "TEST_KAFKA_BOOTSTRAP", "KAFKA_DATA_LOSS", "SOAK_MINUTES"}
 
 
 def between(name: str) -> str:
@@ -75,5 +75,5 @@ def test_pytest_markers_named_exist():
 
 @pytest.mark.parametrize("component", ["kafka", "producer", "spark", "dashboard"])
 def test_component_names_are_the_scripts(component):
-    assert f"ALL=(kafka producer spark dashboard)" in (PROJECT_ROOT / "start.sh").read_text()
+    assert "ALL=(kafka producer spark dashboard)" in (PROJECT_ROOT / "start.sh").read_text()
     assert f"`{component}`" in README

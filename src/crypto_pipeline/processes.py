@@ -21,6 +21,20 @@ def die_with_parent() -> None:
         pass
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (a JVM started by Python, its children), from /proc."""
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        try:
+            pending += [int(child) for child in
+                        Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+        except OSError:
+            continue
+    return tree
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
