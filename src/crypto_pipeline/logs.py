@@ -12,3 +12,5 @@ def configure(level: str = "INFO") -> None:
     # kafka-python logs every reconnect attempt at WARNING/ERROR; the pipeline reports
     # broker outages itself, once, in words a user can act on.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    # py4j logs every call between Python and the JVM at INFO.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
