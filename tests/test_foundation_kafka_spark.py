@@ -79,3 +79,12 @@ def test_spark_reads_and_writes_kafka_with_the_local_connector(spark, kafka, set
         query.stop()
     copied = [r.value.decode() for r in read_topic(kafka, settings.output_topic, idle=0.2)]
     assert sorted(copied) == sorted(json.dumps(m).upper() for m in sent)
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch):
+    # 0xf8 encodes to "-" first: the storage tool would take such an id for an option.
+    from crypto_pipeline import embedded_kafka
+
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])
+    monkeypatch.setattr(embedded_kafka.uuid, "uuid4", lambda: next(drawn))
+    assert embedded_kafka._random_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"

@@ -120,10 +120,13 @@ class EmbeddedKafka:
                 continue
             if cluster_id is None:
                 cluster_id = self._existing_cluster_id() or _random_cluster_id()
-            subprocess.run(
+            formatted = subprocess.run(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
                            "-c", str(self._config_file(node))),
-                check=True, capture_output=True, text=True)
+                capture_output=True, text=True)
+            if formatted.returncode != 0:
+                raise RuntimeError(f"formatting {node.data_dir} for Kafka failed: "
+                                   f"{(formatted.stderr or formatted.stdout).strip()}")
 
     def _existing_cluster_id(self) -> str | None:
         for node in self.nodes:
@@ -204,9 +207,13 @@ class EmbeddedKafka:
 
 
 def _random_cluster_id() -> str:
-    # KRaft cluster ids are 16 random bytes in URL-safe base64 without padding,
-    # as `kafka-storage random-uuid` prints them.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """16 random bytes in URL-safe base64 without padding, as `kafka-storage random-uuid`
+    prints them; like Kafka's Uuid.randomUuid, never one starting with "-", which the
+    storage tool's command line would take for an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def listener_host(bootstrap_host: str) -> str:
