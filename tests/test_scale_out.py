@@ -22,9 +22,7 @@ from crypto_pipeline.topics import ensure_topics
 from helpers import free_port, latest_by_key, read_topic, wait_for
 from oracle import expected_windows, mismatches
 
-# Minutes each, a 3-broker cluster or a Spark cluster beside the suite's own: kept out of
-# ./test.sh to hold the suite near 15 minutes; run with ./test.sh -m long tests/test_scale_out.py
-pytestmark = [pytest.mark.integration, pytest.mark.long]
+pytestmark = pytest.mark.integration
 
 DATA = PROJECT_ROOT / "tests" / "data" / "binance"
 FAST = Duration.parse("500 milliseconds")
