@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark: sustained throughput against Spark's own ceiling on this machine,
 # tick-to-aggregate and tick-to-page latency, peak memory, producer requests per poll.
-# Starts its own broker; takes about ten minutes; prints a table and writes
+# Starts its own broker; takes about fifteen minutes; prints a table and writes
 # bench/results/bench-<time>.json.
 #   ./bench.sh            the full run
 #   ./bench.sh --quick    small phases (a smoke run, not a measurement)

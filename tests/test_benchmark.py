@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from crypto_pipeline.benchmark import (Batch, Markers, drain_rate, keeps_up, percentiles,
-                                       readme_with_table, tick_latencies)
+from crypto_pipeline.benchmark import (Batch, Markers, Plan, drain_rate, keeps_up, live_rates,
+                                       percentiles, readme_with_table, sustained,
+                                       tick_latencies)
 
 
 def batch(started: float, seconds: float, rows: int, backlog: int | None = 0) -> Batch:
@@ -62,16 +63,32 @@ def test_a_drain_leaves_out_the_first_batch():
         drain_rate([main[:2]], 300_000)
 
 
+def test_the_live_phase_halves_its_rate_down_to_the_minimum():
+    assert live_rates(64_197, Plan()) == [32_000, 16_000, 8_000, 4_000, 2_000, 1_000]
+    assert live_rates(1_500, Plan()) == [1_000]
+
+
+def test_sustained_is_the_highest_rate_kept_up():
+    attempts = [{"offered_per_second": 32_000, "keeps_up": False},
+                {"offered_per_second": 16_000, "keeps_up": True}]
+    assert sustained(attempts, {"rows_per_second": 160_000}) == {
+        "ticks_per_second": 16_000, "percent_of_ceiling": 10.0}
+    assert sustained(attempts[:1], {"rows_per_second": 160_000})["ticks_per_second"] is None
+
+
+LIVE = {"seconds": 180, "trigger": "2 seconds", "backlog_first": 10, "backlog_last": 12,
+        "batch_seconds_median": 1.5, "state_rows_last": 1_000, "load_average": 2.0}
 RESULTS = {
     "started_at": "2026-11-24T05:00:00+00:00",
     "machine": {"cpus": 2, "load_average_at_start": 0.5},
     "ceiling": {"rows_per_batch": 1_000_000, "rows_per_second": 150_000, "load_average": 2.0},
     "drain": {"ticks": 4_000_000, "symbols": 200, "rows_per_second": 60_000,
               "percent_of_ceiling": 40.0, "load_average": 2.0},
-    "live": {"offered_per_second": 30_000, "seconds": 180, "trigger": "2 seconds",
-             "processed_per_second": 30_000, "backlog_first": 10, "backlog_last": 12,
-             "batch_seconds_median": 1.5, "state_rows_last": 1_000, "keeps_up": True,
-             "load_average": 2.0},
+    "live": [LIVE | {"offered_per_second": 32_000, "processed_per_second": 31_000,
+                     "keeps_up": False},
+             LIVE | {"offered_per_second": 16_000, "processed_per_second": 16_000,
+                     "keeps_up": True}],
+    "sustained": {"ticks_per_second": 16_000, "percent_of_ceiling": 10.7},
     "latency": {"rate": 1000, "trigger": "1 second", "page_refresh_seconds": 1.0,
                 "tick_to_aggregate_seconds": {"p50": 1.0, "p95": 1.8, "p99": 2.5, "n": 60_000},
                 "tick_to_page_seconds": {"p50": 2.0, "p95": 3.5, "p99": 4.0, "n": 30},
@@ -89,6 +106,8 @@ def test_the_readme_table_is_replaced_between_its_markers():
     rows = {line.split(" | ")[0]: line for line in new.splitlines() if line.startswith("| ")}
     assert "| **no** |" in rows["| Tick → page p50/p95/p99 (refresh 1 s)"]
     assert "| yes |" in rows["| Tick → aggregate p50/p95/p99 at 1,000/s, trigger 1 second"]
-    assert "60,000 ticks/s (40.0 %) | **no** |" in new  # below 200,000 ticks/s
+    assert "| 16,000 ticks/s (10.7 % of ceiling) | **no** |" in new  # below 200,000/s
+    assert "| Live: 32,000 ticks/s for 180 s, event time now, trigger 2 seconds | keeps up" \
+        in new and new.count("| Live: ") == 2
     with pytest.raises(ValueError):
         readme_with_table("no markers", RESULTS, "x")

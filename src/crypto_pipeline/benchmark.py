@@ -11,10 +11,11 @@ embedded broker, with the production settings (Settings.load()) unless a phase s
 2. catch-up: a backlog of ticks over many symbols is preloaded, then the real job
    (`StreamingJob`: both queries) drains it; ticks/s from the end of its first batch
    (start-up, code generation) until both queries have read everything;
-3. live: ticks produced at a fixed rate (half the catch-up rate) with event time = now
-   while the job runs at its production trigger: does it keep up (processed as fast as
-   produced, backlog not growing, batches shorter than the trigger) once the dedupe
-   holds a full watermark of ticks;
+3. live: ticks produced at a fixed rate with event time = now while the job runs at its
+   production trigger: does it keep up (processed as fast as produced, backlog not
+   growing, batches shorter than the trigger) once the dedupe holds a full watermark of
+   ticks? From half the catch-up rate, halved until it does: the highest rate kept up is
+   the sustained throughput;
 4. latency: the stack as start.sh runs it (broker, producer, job, dashboard: separate
    processes) with synthetic ticks at 1,000/s and a 1 s trigger, after the dedupe state
    was filled with a watermark's worth of ticks: tick produced -> first aggregate
@@ -75,6 +76,8 @@ class Plan:
     ceiling_batches: int = 5
     live_fraction: float = 0.5
     live_seconds: float = 180.0
+    # The live phase halves its rate until the job keeps up, down to this rate.
+    live_min_rate: float = 1000.0
     latency_symbols: int = 2
     latency_rate: float = 1000.0
     latency_seconds: float = 60.0
@@ -414,6 +417,39 @@ def measure_live(spark, settings: Settings, plan: Plan, rate: float) -> dict[str
         "load_average": load_average()}
 
 
+def live_rates(drain_rate: float, plan: Plan) -> list[float]:
+    """The rates the live phase tries, in order: half the drain rate, halved down to
+    live_min_rate (whole thousands)."""
+    rate = max(plan.live_min_rate, plan.live_fraction * drain_rate // 1000 * 1000)
+    rates = [rate]
+    while rate > plan.live_min_rate:
+        rate = max(plan.live_min_rate, rate / 2 // 1000 * 1000)
+        rates.append(rate)
+    return rates
+
+
+def measure_sustained(spark, base: Settings, bootstrap: str, work: Path, plan: Plan,
+                      drain_rate: float) -> list[dict[str, Any]]:
+    """Live runs at falling rates until the job keeps up with one."""
+    attempts = []
+    for rate in live_rates(drain_rate, plan):
+        log.info("phase 3/5: live, %d ticks/s with event time now", rate)
+        attempts.append(measure_live(
+            spark, phase_settings(base, bootstrap, work, f"live-{rate:.0f}"), plan, rate))
+        if attempts[-1]["keeps_up"]:
+            break
+    return attempts
+
+
+def sustained(attempts: list[dict[str, Any]], ceiling: dict[str, Any]) -> dict[str, Any]:
+    """The highest offered rate the job kept up with, and its share of the ceiling."""
+    kept = [a["offered_per_second"] for a in attempts if a["keeps_up"]]
+    rate = max(kept) if kept else None
+    return {"ticks_per_second": rate,
+            "percent_of_ceiling": round(100 * rate / ceiling["rows_per_second"], 1)
+            if rate else None}
+
+
 # --- phase 4: latency and memory of the whole stack -----------------------------------------
 
 def percentiles(values: list[float]) -> dict[str, Any]:
@@ -673,11 +709,9 @@ def run(plan: Plan) -> dict[str, Any]:
                 results["drain"]["percent_of_ceiling"] = round(
                     100 * results["drain"]["rows_per_second"]
                     / results["ceiling"]["rows_per_second"], 1)
-                rate = max(1000, plan.live_fraction * results["drain"]["rows_per_second"]
-                           // 1000 * 1000)
-                log.info("phase 3/5: live, %d ticks/s with event time now", rate)
-                results["live"] = measure_live(
-                    spark, phase_settings(base, bootstrap, work, "live"), plan, rate)
+                results["live"] = measure_sustained(spark, base, bootstrap, work, plan,
+                                                    results["drain"]["rows_per_second"])
+                results["sustained"] = sustained(results["live"], results["ceiling"])
             finally:
                 spark.stop()
             log.info("phase 4/5: latency and memory of the whole stack")
@@ -692,7 +726,7 @@ def run(plan: Plan) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     """The figures against the targets, as a Markdown table."""
-    ceiling, drain, live = results["ceiling"], results["drain"], results["live"]
+    ceiling, drain, best = results["ceiling"], results["drain"], results["sustained"]
     latency, memory = results["latency"], results["memory_bytes"]
     agg, page = latency["tick_to_aggregate_seconds"], latency["tick_to_page_seconds"]
     per_poll = {count: r["requests_per_poll"]
@@ -711,16 +745,21 @@ def table(results: dict[str, Any]) -> str:
          f"{ceiling['rows_per_batch']:,} ticks per batch",
          "—", f"{ceiling['rows_per_second']:,} ticks/s", "—", ceiling["load_average"]),
         (f"Catch-up: the job drains {drain['ticks']:,} ticks over {drain['symbols']} symbols",
+         "—", f"{drain['rows_per_second']:,} ticks/s ({drain['percent_of_ceiling']} % of "
+         f"ceiling)", "—", drain["load_average"]),
+        *((f"Live: {live['offered_per_second']:,} ticks/s for {live['seconds']:.0f} s, event "
+           f"time now, trigger {live['trigger']}",
+           "keeps up", f"processed {live['processed_per_second']:,}/s, backlog "
+           f"{live['backlog_first']:,} → {live['backlog_last']:,}, median batch "
+           f"{live['batch_seconds_median']} s, {live['state_rows_last']:,} state rows",
+           "yes" if live["keeps_up"] else "no", live["load_average"])
+          for live in results["live"]),
+        ("Sustained throughput: the highest live rate kept up",
          "≥ 200,000 ticks/s and ≥ 40 % of ceiling",
-         f"{drain['rows_per_second']:,} ticks/s ({drain['percent_of_ceiling']} %)",
-         met(drain["rows_per_second"] >= 200_000 and drain["percent_of_ceiling"] >= 40),
-         drain["load_average"]),
-        (f"Live: {live['offered_per_second']:,} ticks/s for {live['seconds']:.0f} s, event "
-         f"time now, trigger {live['trigger']}",
-         "keeps up", f"processed {live['processed_per_second']:,}/s, backlog "
-         f"{live['backlog_first']:,} → {live['backlog_last']:,}, median batch "
-         f"{live['batch_seconds_median']} s, {live['state_rows_last']:,} state rows",
-         met(live["keeps_up"]), live["load_average"]),
+         f"{best['ticks_per_second']:,} ticks/s ({best['percent_of_ceiling']} % of ceiling)"
+         if best["ticks_per_second"] else "none of the rates tried",
+         met(bool(best["ticks_per_second"]) and best["ticks_per_second"] >= 200_000
+             and best["percent_of_ceiling"] >= 40), "—"),
         (f"Tick → aggregate p50/p95/p99 at {latency['rate']:,.0f}/s, trigger "
          f"{latency['trigger']}", "p95 ≤ 2 s", pcts(agg),
          met(agg["p95"] is not None and agg["p95"] <= 2), latency["load_average"]),
