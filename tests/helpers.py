@@ -87,12 +87,8 @@ def latest_by_key(records: list[Any]) -> dict[str, dict]:
 
 def process_env(settings, **extra: str) -> dict[str, str]:
     """The environment of a child process that loads exactly `settings` (plus `extra`):
-    this process's environment without any setting of its own, then every setting."""
-    from crypto_pipeline.settings import fields
-
-    names = {spec.name.upper() for spec in fields()}
-    env = {name: value for name, value in os.environ.items() if name not in names}
-    return {**env, **settings.to_environ(), **extra}
+    this process's, with every setting overridden (to_environ sets each one)."""
+    return {**os.environ, **settings.to_environ(), **extra}
 
 
 def produce(settings, records) -> list:

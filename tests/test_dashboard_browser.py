@@ -4,7 +4,6 @@ appear without a reload; alerts show in the feed and as markers on the chart. Sc
 are kept in test-artifacts/dashboard.png and test-artifacts/alerts.png."""
 
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -18,11 +17,11 @@ from crypto_pipeline import alerts, browser
 from crypto_pipeline.alerts import AlertRules
 from crypto_pipeline.dashboard import formatting as fmt
 from crypto_pipeline.paths import PROJECT_ROOT
-from crypto_pipeline.settings import fields
+from crypto_pipeline.processes import end_process
 from crypto_pipeline.keyed_records import json_value
 from crypto_pipeline.topics import ensure_topics
 from dashboard_support import aggregate, produce, produce_aggregates
-from helpers import free_port, wait_for
+from helpers import free_port, process_env, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 log = logging.getLogger(__name__)
@@ -41,17 +40,14 @@ def serve(tmp_path):
 
     def start(settings):
         port = free_port()
-        env = {k: v for k, v in os.environ.items()
-               if k not in {spec.name.upper() for spec in fields()}}
-        env.update(settings.to_environ())
         log_file = tmp_path / "streamlit.log"
         with open(log_file, "wb") as output:
             process = subprocess.Popen(
                 [sys.executable, "-m", "streamlit", "run", "src/dashboard.py",
                  "--server.port", str(port), "--server.address", "127.0.0.1",
                  "--server.headless", "true"],
-                cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+                cwd=PROJECT_ROOT, env=process_env(settings), stdout=output,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         processes.append(process)
         url = f"http://127.0.0.1:{port}"
 
@@ -68,12 +64,7 @@ def serve(tmp_path):
 
     yield start
     for process in processes:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process, 15)
 
 
 def kpi_value(page, symbol, name):

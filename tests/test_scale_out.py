@@ -4,7 +4,6 @@ aggregates as in local mode (and as the oracle)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -14,13 +13,14 @@ from crypto_pipeline.embedded_kafka import EmbeddedKafka
 from crypto_pipeline.kafka_clients import client_config
 from crypto_pipeline.klines import read_klines, ticks_of
 from crypto_pipeline.paths import PROJECT_ROOT
+from crypto_pipeline.processes import end_process
 from crypto_pipeline.settings import Duration, Settings
 from crypto_pipeline.spark_cluster import LocalSparkCluster
 from crypto_pipeline.status import read_status
 from crypto_pipeline.streaming_job import StreamingJob
 from crypto_pipeline.topics import ensure_topics
-from helpers import free_port, latest_by_key, read_topic, wait_for
-from oracle import expected_windows, mismatches
+from helpers import free_port, latest_by_key, process_env, read_topic, wait_for, windows
+from oracle import mismatches
 
 pytestmark = pytest.mark.integration
 
@@ -31,23 +31,8 @@ FAST = Duration.parse("500 milliseconds")
 def job_process(settings: Settings, log_file) -> subprocess.Popen:
     """The job as start.sh runs it: its own process, settings from the environment."""
     return subprocess.Popen([sys.executable, str(PROJECT_ROOT / "src" / "streaming_app.py")],
-                            cwd=PROJECT_ROOT, env={**os.environ, **settings.to_environ()},
+                            cwd=PROJECT_ROOT, env=process_env(settings),
                             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def windows(ticks, settings):
-    return expected_windows(ticks, settings.window_duration.seconds,
-                            settings.window_slide.seconds)
 
 
 def test_a_broker_killed_mid_stream_loses_no_tick(tmp_path, settings):
@@ -72,7 +57,7 @@ def test_a_broker_killed_mid_stream_loses_no_tick(tmp_path, settings):
                      == "active", 240, "the job to start")
             producer = subprocess.Popen(
                 [sys.executable, str(PROJECT_ROOT / "src" / "api_producer.py")],
-                cwd=PROJECT_ROOT, env={**os.environ, **settings.to_environ()},
+                cwd=PROJECT_ROOT, env=process_env(settings),
                 stdout=producer_log, stderr=subprocess.STDOUT)
             processes.append(producer)
             wait_for(lambda: (read_status(settings.run_dir, "producer") or {}).get(
@@ -101,7 +86,7 @@ def test_a_broker_killed_mid_stream_loses_no_tick(tmp_path, settings):
             wait_for(final_values_equal_the_oracle, 300, "the aggregates to equal the oracle")
     finally:
         for process in processes:
-            stop(process)
+            end_process(process, 60)
         cluster.stop()
 
 
@@ -150,7 +135,7 @@ def test_a_standalone_cluster_gives_the_same_aggregates_as_local_mode(tmp_path, 
 
                 wait_for(same_as_local_mode, 300, "the cluster's aggregates")
             finally:
-                stop(process)
+                end_process(process, 60)
         clustered = latest_by_key(read_topic(kafka, on_cluster.output_topic, idle=0.3))
         assert "executor" in (tmp_path / "spark-logs" / "spark-worker.log").read_text().lower()
     finally:

@@ -14,6 +14,7 @@ from crypto_pipeline.settings import Duration, Settings
 from crypto_pipeline.transforms import (DLQ_VALUE_MAX_CHARS, aggregate_records,
                                         aggregate_windows, dead_letter_records, parse_records,
                                         rejected_records, valid_ticks)
+from helpers import windows
 from oracle import expected_windows, mismatches
 from tick_scenarios import (POISON, in_future, out_of_order, replay_ticks, tick_json,
                             with_duplicates)
@@ -107,8 +108,7 @@ def test_aggregation_matches_the_oracle_on_real_klines(spark, replayed):
 
     actual = {row.key: json.loads(row.value) for row in records}
     assert len(actual) == len(records), "one record per symbol and window"
-    expected = expected_windows(ticks, SETTINGS.window_duration.seconds,
-                                SETTINGS.window_slide.seconds)
+    expected = windows(ticks, SETTINGS)
     assert mismatches(actual, expected) == []
     # Every value names exactly the schema's fields, with times as format_time writes them.
     first = actual[aggregate_key("BTCUSDT", "2025-07-31T23:56:00.000000Z")]
@@ -155,6 +155,5 @@ def test_two_trades_of_the_same_millisecond_both_count_a_resend_once(spark):
     counts = {row.window_start: row["count"]
               for row in aggregate_windows(valid_ticks(parsed), SETTINGS).collect()}
     assert set(counts.values()) == {3}
-    expected = expected_windows(trades + [polled], SETTINGS.window_duration.seconds,
-                                SETTINGS.window_slide.seconds)
+    expected = windows(trades + [polled], SETTINGS)
     assert {record["count"] for record in expected.values()} == {3}

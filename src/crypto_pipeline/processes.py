@@ -7,6 +7,7 @@ import ctypes
 import os
 import signal
 import socket
+import subprocess
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -33,6 +34,17 @@ def process_tree(pid: int) -> list[int]:
         except OSError:
             continue
     return tree
+
+
+def end_process(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def pid_alive(pid: int) -> bool:
