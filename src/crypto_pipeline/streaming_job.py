@@ -50,6 +50,10 @@ KAFKA_SOURCE_OPTIONS = {"kafka.max.poll.records": "20000"}
 # same planning, offset and commit work however few records it has, so the dead-letter
 # query runs at most this often.
 DEAD_LETTER_TRIGGER_SECONDS = 10.0
+# Spark's errors for a checkpoint whose state another version of the query wrote.
+STATE_MISMATCH_ERRORS = ("STREAMING_STATEFUL_OPERATOR_NOT_MATCH_IN_STATE_METADATA",
+                         "STATE_STORE_KEY_SCHEMA_NOT_COMPATIBLE",
+                         "STATE_STORE_VALUE_SCHEMA_NOT_COMPATIBLE")
 # How often the waiting main thread looks at a stop request (signals only set a flag).
 _STOP_POLL_SECONDS = 1.0
 
@@ -120,12 +124,18 @@ class StreamingJob:
             self.status.report("stopped", final=True)
             log.info("stopped both queries")
             return 0
-        log.error("a query failed: %s", errors[0])
-        if "KAFKA_DATA_LOSS" in str(errors[0]):
+        # The first line names the error; Spark has logged the whole of it, plan and all.
+        log.error("a query failed: %s", one_line(errors[0]))
+        text = str(errors[0])
+        if "KAFKA_DATA_LOSS" in text:
             log.error("ticks this checkpoint expects are gone from %s (topic re-created or "
                       "retention passed); to start over from the earliest offsets, delete %s "
                       "and %s", self.settings.input_topic, self.settings.checkpoint_dir,
                       self.settings.dlq_checkpoint_dir)
+        elif any(code in text for code in STATE_MISMATCH_ERRORS):
+            log.error("the checkpoint's state was written by another version of the "
+                      "aggregation; to start over from the earliest offsets, move %s and %s "
+                      "away", self.settings.checkpoint_dir, self.settings.dlq_checkpoint_dir)
         self.status.report("failed", final=True, last_error=one_line(errors[0]))
         return 1
 
