@@ -9,4 +9,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$ROOT/scripts/setup.sh" --dev
 cd "$ROOT"
-exec "$ROOT/.venv/bin/python" "$ROOT/src/benchmark.py" "$@"
+# bench/ uses the library (src/) and the Binance stand-in and browser of tests/support/.
+export PYTHONPATH="$ROOT/src:$ROOT/tests:$ROOT"
+exec "$ROOT/.venv/bin/python" -m bench "$@"

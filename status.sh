@@ -4,6 +4,7 @@
 #
 #   ./status.sh                 components started by start.sh are expected to run
 #   ./status.sh kafka spark     these are expected to run
+#   ./status.sh --json          the same facts as JSON, for scripts
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="$ROOT/.venv/bin/python"

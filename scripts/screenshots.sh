@@ -6,4 +6,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh" --dev
 cd "$ROOT"
-exec "$ROOT/.venv/bin/python" "$ROOT/src/screenshots.py"
+# The browser helper lives with the test stand-ins, in tests/support/.
+export PYTHONPATH="$ROOT/src:$ROOT/tests"
+exec "$ROOT/.venv/bin/python" "$ROOT/scripts/screenshots.py"

@@ -7,28 +7,9 @@ once a minute and to RUN_DIR/producer.json after every poll. Ctrl-C or SIGTERM s
 polling, delivers what was accepted and exits 0.
 """
 
-import signal
 import sys
-import threading
 
-from crypto_pipeline import logs
-from crypto_pipeline.binance_rest import UnknownSymbolError
-from crypto_pipeline.price_sources import ReplayFileError
-from crypto_pipeline.producer_app import run_producer
-from crypto_pipeline.settings import SettingsError, exit_config_error, load_or_exit
-
-
-def main() -> int:
-    settings = load_or_exit()
-    logs.configure(settings.log_level)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        return run_producer(settings, stop)
-    except (SettingsError, UnknownSymbolError, ReplayFileError) as err:
-        exit_config_error(str(err))
-
+from crypto_pipeline.producer.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

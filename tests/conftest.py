@@ -7,14 +7,22 @@ against a broker that is already up instead of starting one.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from crypto_pipeline.settings import Duration, Settings
-from helpers import free_port
+from crypto_pipeline.core.paths import PROJECT_ROOT
+from crypto_pipeline.core.settings import Duration, Settings
+from support.fake_binance import FakeBinance
+from support.fake_binance_ws import FakeBinanceWs
+from support.helpers import free_port
+from support.webhook_receiver import WebhookReceiver
+
+DASHBOARD_SCRIPT = PROJECT_ROOT / "src" / "dashboard.py"
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +32,7 @@ def kafka(tmp_path_factory):
     if existing:
         yield existing
         return
-    from crypto_pipeline.embedded_kafka import EmbeddedKafka
+    from crypto_pipeline.kafka_io.embedded import EmbeddedKafka
 
     root = tmp_path_factory.mktemp("kafka")
     broker = EmbeddedKafka(root / "data", root / "logs", port=free_port(consecutive=2),
@@ -59,7 +67,7 @@ def settings(kafka, tmp_path) -> Settings:
 @pytest.fixture(scope="session")
 def spark():
     """One local SparkSession for the run (starting one takes seconds)."""
-    from crypto_pipeline.spark_session import build_session
+    from crypto_pipeline.streaming.session import build_session
 
     settings = Settings.load(environ={"SPARK_UI_PORT": str(free_port())}, env_file=None)
     session = build_session(settings, "tests", **{"spark.sql.shuffle.partitions": "2"})
@@ -70,7 +78,7 @@ def spark():
 @pytest.fixture
 def chromium():
     """Headless Chromium (Playwright Browser); in CI a missing browser fails the test."""
-    from crypto_pipeline import browser
+    from support import browser
 
     reason = browser.missing_reason()
     if reason:
@@ -84,6 +92,55 @@ def chromium():
 @pytest.fixture
 def artifacts_dir() -> Path:
     """Where tests keep what a person may want to look at after the run (screenshots)."""
-    path = Path(__file__).resolve().parents[1] / "test-artifacts"
+    path = PROJECT_ROOT / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture
+def fake_binance() -> Iterator[FakeBinance]:
+    """The Binance REST stand-in, running on a free port; its URL is `fake_binance.url`."""
+    with FakeBinance() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_binance_ws() -> Iterator[FakeBinanceWs]:
+    """The Binance WebSocket stand-in on a free port, trades flowing."""
+    with FakeBinanceWs() as server:
+        yield server
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """A Slack-compatible webhook receiver on a free port."""
+    with WebhookReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def live(settings, fake_binance) -> Settings:
+    """Settings polling the stand-in five times a second. The read timeout is generous: an
+    answer the stand-in served but the client gave up on would count as lost."""
+    return settings.replace(binance_base_url=fake_binance.url, poll_interval_seconds=0.2,
+                            symbols=("BTCUSDT", "ETHUSDT"), http_read_timeout_seconds=5.0)
+
+
+@pytest.fixture
+def dashboard(monkeypatch):
+    """Starts an AppTest of the dashboard script for given settings; the feed it starts is
+    stopped after, and the logging set-up the script does for its process is undone."""
+    from streamlit.testing.v1 import AppTest
+
+    from crypto_pipeline.dashboard import page
+
+    def start(settings: Settings) -> AppTest:
+        for name, value in settings.to_environ().items():
+            monkeypatch.setenv(name, value)
+        return AppTest.from_file(DASHBOARD_SCRIPT, default_timeout=30)
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield start
+    page.shared_feed.clear()
+    root.handlers[:], root.level = handlers, level

@@ -7,9 +7,8 @@ from __future__ import annotations
 import logging
 import shlex
 
-import pytest
-
 import fault_report as report
+import pytest
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Hashable, Iterable
 
-from crypto_pipeline.paths import PROJECT_ROOT
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.core.paths import PROJECT_ROOT
+from crypto_pipeline.core.settings import Settings
 
 SCENARIOS = {
     1: "Spark job killed (SIGKILL) three times, restarted by its supervisor",
@@ -133,7 +133,7 @@ def markdown(scenarios: list[Scenario], command: str) -> str:
                        "below.**"),
         "",
         "Lost and duplicated are computed: for the Spark job per window against an "
-        "independent calculation (tests/oracle.py; a window's count below the oracle's "
+        "independent calculation (tests/support/oracle.py; a window's count below the oracle's "
         "lost ticks, above it double-counted them; a tick belongs to 5 windows of 5 minutes "
         "sliding every minute, so ticks counted = the sum of the windows' counts / 5); for "
         "the producer as the prices the Binance stand-in served against the ticks on the "

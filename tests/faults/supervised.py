@@ -1,4 +1,4 @@
-"""A pipeline component as start.sh runs it: `src/supervise.py NAME` in the background with
+"""A pipeline component as start.sh runs it: `pipelinectl supervise NAME` in the background with
 given settings, restarted by its supervisor after a crash, stopped as stop.sh stops it."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from crypto_pipeline import control
-from crypto_pipeline.paths import PROJECT_ROOT
-from crypto_pipeline.processes import die_with_parent
-from crypto_pipeline.settings import Settings
-from crypto_pipeline.status import read_status
-from helpers import process_env, wait_for
+from crypto_pipeline.core.paths import PROJECT_ROOT
+from crypto_pipeline.core.processes import die_with_parent
+from crypto_pipeline.core.settings import Settings
+from crypto_pipeline.core.status import State, SupervisorStatus
+from crypto_pipeline.ops import control
+from support.helpers import process_env, supervisor_status, wait_for
 
 
 class Supervised:
@@ -30,20 +30,22 @@ class Supervised:
         with open(self.log_file, "ab") as log:
             # Dies with the test run (PDEATHSIG), and takes its component with it.
             self.process = subprocess.Popen(
-                [sys.executable, str(PROJECT_ROOT / "src" / "supervise.py"), self.name],
+                [sys.executable, str(PROJECT_ROOT / "src" / "pipelinectl.py"), "supervise",
+                 self.name],
                 cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         return self
 
-    def supervisor_status(self) -> dict:
-        status = read_status(self.settings.run_dir, f"{self.name}-supervisor") or {}
-        return status if status.get("pid") == self.process.pid else {}
+    def supervisor_status(self) -> SupervisorStatus:
+        """This supervisor's status (an empty one while another's file is there)."""
+        status = supervisor_status(self.settings.run_dir, self.name)
+        return status if status.pid == self.process.pid else SupervisorStatus()
 
     def running_child(self) -> int | None:
         """The pid of the child while the supervisor says it runs."""
         assert self.process.poll() is None, f"the {self.name} supervisor exited:\n{self.tail()}"
         status = self.supervisor_status()
-        return status.get("child_pid") if status.get("state") == "running" else None
+        return status.child_pid if status.state == State.RUNNING else None
 
     def wait_healthy(self, timeout: float) -> None:
         """Until the component passes the health check start.sh waits on."""
@@ -66,7 +68,7 @@ class Supervised:
 
     @property
     def restarts(self) -> int:
-        return self.supervisor_status().get("restarts", 0)
+        return self.supervisor_status().restarts
 
     def tail(self, lines: int = 30) -> str:
         try:

@@ -12,10 +12,8 @@ import sys
 
 import pytest
 
-from crypto_pipeline.paths import PROJECT_ROOT
-from crypto_pipeline.status import read_status
-from fake_binance import fake_binance  # noqa: F401 - the fixture
-from helpers import process_env, read_topic, wait_for
+from crypto_pipeline.core.paths import PROJECT_ROOT
+from support.helpers import process_env, producer_status, read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -73,8 +71,8 @@ def test_binance_faults_in_sequence(settings, fake_binance, tmp_path, fault_repo
                 assert wait >= RETRY_AFTER, f"Retry-After {RETRY_AFTER} s ignored after {fault}"
             last = good.answered
         served = fake_binance.served_prices()
-        wait_for(lambda: (read_status(settings.run_dir, "producer") or {}).get(
-            "ticks_sent", 0) >= len(served), 30, "the producer to deliver every served price")
+        wait_for(lambda: producer_status(settings.run_dir).ticks_sent >= len(served), 30,
+                 "the producer to deliver every served price")
         assert producer.poll() is None, "the producer crashed"
         producer.send_signal(signal.SIGTERM)
         assert producer.wait(60) == 0, log_file.read_text()
@@ -88,12 +86,12 @@ def test_binance_faults_in_sequence(settings, fake_binance, tmp_path, fault_repo
                          min_records=len(served), timeout=30, idle=0.5)
     landed = [(r.key.decode(), json.loads(r.value)["price"]) for r in records]
     scenario.count_deliveries(served, landed)
-    status = read_status(settings.run_dir, "producer")
-    scenario.note(f"{status['polls']} polls; producer's error counts: {status['errors']}; "
+    status = producer_status(settings.run_dir)
+    scenario.note(f"{status.polls} polls; producer's error counts: {status.errors}; "
                   f"{len(records)} ticks on the topic, every one a price served in a good "
                   f"answer")
     assert scenario.lost == 0 and scenario.duplicated == 0
     assert all(math.isfinite(price) and price > 0 for _, price in landed)
-    assert status["ticks_failed"] == 0 and status["ticks_dropped"] == 0
+    assert status.ticks_failed == 0 and status.ticks_dropped == 0
     for kind in {kind for _, _, kind in SEQUENCE}:
-        assert status["errors"].get(kind, 0) == sum(1 for *_, k in SEQUENCE if k == kind), kind
+        assert status.errors.get(kind, 0) == sum(1 for *_, k in SEQUENCE if k == kind), kind

@@ -17,21 +17,28 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
-
-from crypto_pipeline import browser
-from crypto_pipeline.components import dashboard_health
-from crypto_pipeline.dashboard import formatting as fmt
-from crypto_pipeline.embedded_kafka import EmbeddedKafka
-from crypto_pipeline.history import HistoryStore
-from crypto_pipeline.price_sources import tick_from_message
-from crypto_pipeline.processes import free_port
-from crypto_pipeline.schema import parse_time
-from crypto_pipeline.settings import Duration, Settings
-from crypto_pipeline.status import read_status
-from fake_binance import FakeBinance
-from helpers import history_by_key, latest_by_key, read_topic, wait_for, windows
-from oracle import mismatches
 from supervised import Supervised
+
+from crypto_pipeline.core import formatting as fmt
+from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.processes import free_port
+from crypto_pipeline.core.schema import parse_time
+from crypto_pipeline.core.settings import Duration, Settings
+from crypto_pipeline.kafka_io.embedded import EmbeddedKafka
+from crypto_pipeline.ops.components import dashboard_health
+from crypto_pipeline.producer.sources.replay import tick_from_message
+from support import browser
+from support.fake_binance import FakeBinance
+from support.helpers import (
+    history_by_key,
+    latest_by_key,
+    producer_status,
+    read_topic,
+    spark_status,
+    wait_for,
+    windows,
+)
+from support.oracle import mismatches
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.browser]
 
@@ -87,14 +94,6 @@ def pipeline(tmp_path_factory):
         binance.stop()
 
 
-def producer_status(pipeline: Pipeline) -> dict:
-    return read_status(pipeline.settings.run_dir, "producer") or {}
-
-
-def spark_status(pipeline: Pipeline) -> dict:
-    return read_status(pipeline.settings.run_dir, "spark") or {}
-
-
 def count_shown(page, symbol: str) -> str:
     return page.locator(browser.kpi_selector(symbol, "count")).inner_text()
 
@@ -120,36 +119,38 @@ def test_broker_stopped_for_30_seconds(pipeline, chromium, fault_report):
 
     pipeline.broker.stop_node(node)
     stopped = time.monotonic()
-    wait_for(lambda: producer_status(pipeline).get("state") == "kafka-unreachable",
+    wait_for(lambda: producer_status(pipeline.settings.run_dir).state == "kafka-unreachable",
              OUTAGE_SECONDS, "the producer to notice the outage")
     time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped)))  # the injection
-    held = producer_status(pipeline)["ticks_buffered"]
-    batch = spark_status(pipeline).get("batch_id")
+    held = producer_status(pipeline.settings.run_dir).ticks_buffered
+    batch = spark_status(pipeline.settings.run_dir).batch_id
     pipeline.broker.start_node(node)
     pipeline.broker.wait_until_ready(120)
     back = datetime.now(timezone.utc)
     scenario.note(f"broker down {time.monotonic() - stopped:.0f} s (stop, {OUTAGE_SECONDS} s, "
                   f"start); the producer held {held} ticks at the end of it")
 
-    wait_for(lambda: producer_status(pipeline).get("state") == "ok" and
-             producer_status(pipeline)["ticks_buffered"] == 0, 120,
+    wait_for(lambda: producer_status(pipeline.settings.run_dir).state == "ok" and
+             producer_status(pipeline.settings.run_dir).ticks_buffered == 0, 120,
              "the producer to deliver what it held")
-    wait_for(lambda: (spark_status(pipeline).get("last_batch_at") or "") and
-             parse_time(spark_status(pipeline)["last_batch_at"]) > back, START_TIMEOUT,
+    wait_for(lambda: (spark_status(pipeline.settings.run_dir).last_batch_at or "") and
+             parse_time(spark_status(pipeline.settings.run_dir).last_batch_at) > back,
+             START_TIMEOUT,
              "the job to run a micro-batch after the outage")
     scenario.note(f"job: batch {batch} before the outage, "
-                  f"{spark_status(pipeline)['batch_id']} after it; supervisor restarts: "
+                  f"{spark_status(pipeline.settings.run_dir).batch_id} after it; "
+                  f"supervisor restarts: "
                   f"{pipeline.job.restarts}")
 
     pipeline.producer.stop()  # delivers everything it accepted, then exits
-    status = producer_status(pipeline)
+    status = producer_status(pipeline.settings.run_dir)
     served = pipeline.binance.served_prices()
     records = read_topic(settings.kafka_bootstrap_servers, settings.input_topic,
                          min_records=len(served), timeout=60, idle=0.5)
     scenario.count_deliveries(served, [(r.key.decode(), json.loads(r.value)["price"])
                                        for r in records], at_least_once=True)
-    scenario.note(f"producer: {status['ticks_sent']} sent, {status['ticks_dropped']} dropped, "
-                  f"{status['ticks_failed']} failed; errors {status['errors']}")
+    scenario.note(f"producer: {status.ticks_sent} sent, {status.ticks_dropped} dropped, "
+                  f"{status.ticks_failed} failed; errors {status.errors}")
     expected = windows([tick_from_message(r.value.decode()) for r in records], settings)
     try:
         wait_for(lambda: not mismatches(history_by_key(settings), expected), START_TIMEOUT,
@@ -159,7 +160,7 @@ def test_broker_stopped_for_30_seconds(pipeline, chromium, fault_report):
                                           settings.output_topic, idle=0.5, timeout=60))
         scenario.count_windows(actual, expected, settings)
     assert mismatches(actual, expected) == []
-    assert status["ticks_dropped"] == 0 and status["ticks_failed"] == 0
+    assert status.ticks_dropped == 0 and status.ticks_failed == 0
     assert scenario.lost == 0 and scenario.duplicated == 0
 
     began = time.monotonic()

@@ -11,16 +11,25 @@ from datetime import datetime, timedelta, timezone
 from itertools import islice
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings as hypothesis_settings
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from crypto_pipeline.settings import _SYMBOL_RE, Duration
-from crypto_pipeline.status import read_status
-from crypto_pipeline.streaming_job import StreamingJob
-from crypto_pipeline.topics import ensure_topics
-from helpers import history_by_key, latest_by_key, produce, read_topic, wait_for, windows
-from oracle import mismatches
-from tick_scenarios import POISON, replay_ticks
+from crypto_pipeline.core.settings import Duration
+from crypto_pipeline.core.symbols import SYMBOL_RE
+from crypto_pipeline.kafka_io.topics import ensure_topics
+from crypto_pipeline.streaming.job import StreamingJob
+from support.helpers import (
+    history_by_key,
+    latest_by_key,
+    produce,
+    read_topic,
+    spark_status,
+    wait_for,
+    windows,
+)
+from support.oracle import mismatches
+from support.tick_scenarios import POISON, replay_ticks
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -65,7 +74,7 @@ def poison_kinds() -> list[st.SearchStrategy[tuple[bytes, str]]]:
         st.text().filter(lambda t: "{" not in t).map(lambda t: (t.encode(), NOT_AN_OBJECT)),
         missing("symbol"), missing("price"), missing("event_time"),
         wrong_type("price"), wrong_type("quantity"),
-        st.text().filter(lambda t: not _SYMBOL_RE.fullmatch(t)).map(
+        st.text().filter(lambda t: not SYMBOL_RE.fullmatch(t)).map(
             lambda s: (with_field("symbol", s), BAD_SYMBOL)),
         st.sampled_from([math.nan, math.inf, -math.inf]).map(
             lambda p: (with_field("price", p), "price is not a finite number")),
@@ -129,7 +138,7 @@ def test_poison_goes_to_the_dead_letter_topic_with_its_reason(spark, settings, k
         actual = latest_by_key(read_topic(settings.kafka_bootstrap_servers,
                                           settings.output_topic, idle=0.3))
         assert all(query.isActive and query.exception() is None for query in job.queries)
-        wait_for(lambda: read_status(settings.run_dir, "spark")["dlq_rows"] == len(bad), 30,
+        wait_for(lambda: spark_status(settings.run_dir).dlq_rows == len(bad), 30,
                  "the status to count the dead letters")
     finally:
         job.stop()

@@ -19,19 +19,17 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
-
-from crypto_pipeline.benchmark import tree_rss_bytes
-from crypto_pipeline.history import HistoryStore
-from crypto_pipeline.loadgen import paced
-from crypto_pipeline.processes import free_port
-from crypto_pipeline.settings import Settings
-from crypto_pipeline.schema import aggregate_key, format_time
-from crypto_pipeline.status import read_status
-from crypto_pipeline.topics import ensure_topics
 from fault_report import windows_per_tick
-from helpers import eventually
-from oracle import from_micros, window_starts
 from supervised import Supervised
+
+from bench.loadgen import paced
+from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.processes import free_port, tree_rss_bytes
+from crypto_pipeline.core.schema import aggregate_key, format_time
+from crypto_pipeline.core.settings import Settings
+from crypto_pipeline.kafka_io.topics import ensure_topics
+from support.helpers import eventually, spark_status
+from support.oracle import from_micros, window_starts
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.long]
 
@@ -55,12 +53,12 @@ class Sample:
 def sample_until(job: Supervised, settings, began: float, stop: threading.Event,
                  samples: list[Sample]) -> None:
     while not stop.wait(SAMPLE_SECONDS):
-        status = read_status(settings.run_dir, "spark") or {}
+        status = spark_status(settings.run_dir)
         child = job.running_child()
-        if status.get("state_rows") is None or child is None:
+        if status.state_rows is None or child is None:
             continue
-        samples.append(Sample(time.monotonic() - began, status["state_rows"],
-                              status["batch_duration_ms"] or 0, status.get("backlog") or 0,
+        samples.append(Sample(time.monotonic() - began, status.state_rows,
+                              status.batch_duration_ms or 0, status.backlog or 0,
                               tree_rss_bytes(child) / MIB))
 
 
@@ -113,15 +111,15 @@ def test_soak_state_time_and_memory_stay_flat(settings, tmp_path, fault_report):
         wanted = {aggregate_key(symbol, format_time(from_micros(start))): {"count": n}
                   for (symbol, start), n in expected.items()}
         eventually(lambda: counts(settings) == wanted, 600)
-        status = read_status(settings.run_dir, "spark")
+        status = spark_status(settings.run_dir)
     finally:
         stop.set()
         job.stop()
 
     scenario.count_windows(counts(settings), wanted, settings)
     scenario.note(f"{sent:,} ticks sent in {loaded:.0f} s ({sent / loaded:,.0f}/s); job "
-                  f"restarts {job.restarts}; late rows {status['late_rows']}; "
-                  f"{status['dlq_rows']} dead letters; windows counted in the history store")
+                  f"restarts {job.restarts}; late rows {status.late_rows}; "
+                  f"{status.dlq_rows} dead letters; windows counted in the history store")
     assert sent == sum(expected.values()) / windows_per_tick(settings)
 
     third = seconds / 3

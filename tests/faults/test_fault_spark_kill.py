@@ -13,17 +13,24 @@ import threading
 import time
 
 import pytest
-
-from crypto_pipeline.paths import PROJECT_ROOT
-from crypto_pipeline.processes import free_port
-from crypto_pipeline.settings import Duration
-from crypto_pipeline.status import read_status
-from crypto_pipeline.topics import ensure_topics
-from helpers import (eventually, history_by_key, latest_by_key, produce_ticks, read_topic, wait_for,
-                     windows)
-from oracle import mismatches
 from supervised import Supervised
-from tick_scenarios import out_of_order, replay_ticks, shifted, with_duplicates
+
+from crypto_pipeline.core.paths import PROJECT_ROOT
+from crypto_pipeline.core.processes import free_port
+from crypto_pipeline.core.settings import Duration
+from crypto_pipeline.kafka_io.topics import ensure_topics
+from support.helpers import (
+    eventually,
+    history_by_key,
+    latest_by_key,
+    produce_ticks,
+    read_topic,
+    spark_status,
+    wait_for,
+    windows,
+)
+from support.oracle import mismatches
+from support.tick_scenarios import out_of_order, replay_ticks, shifted, with_duplicates
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -48,10 +55,6 @@ def feed(settings, records, stop: threading.Event) -> None:
         if stop.wait(0 if start == 0 else 1.0):
             return
         produce_ticks(settings, records[start:start + chunk])
-
-
-def spark_status(settings) -> dict:
-    return read_status(settings.run_dir, "spark") or {}
 
 
 def test_spark_job_killed_three_times_resumes_exactly(settings, tmp_path, fault_report):
@@ -84,12 +87,12 @@ def test_spark_job_killed_three_times_resumes_exactly(settings, tmp_path, fault_
         feeder.start()
         child = job.running_child()
         for kill in range(1, KILLS + 1):
-            wait_for(lambda: spark_status(settings).get("pid") == child and
-                     spark_status(settings).get("batch_id") is not None, START_TIMEOUT,
+            wait_for(lambda: spark_status(settings.run_dir).pid == child and
+                     spark_status(settings.run_dir).batch_id is not None, START_TIMEOUT,
                      "the restarted job's first micro-batch")
             delay = rng.uniform(0.0, 3.0)
             time.sleep(delay)  # the injection: a random moment of the running job
-            batch = spark_status(settings).get("batch_id")
+            batch = spark_status(settings.run_dir).batch_id
             killed = job.kill_child()
             scenario.note(f"kill {kill}: {delay:.1f} s after the restarted job's first "
                           f"micro-batch, with batch {batch} the last one done")
@@ -101,16 +104,16 @@ def test_spark_job_killed_three_times_resumes_exactly(settings, tmp_path, fault_
         actual = latest_by_key(read_topic(settings.kafka_bootstrap_servers,
                                           settings.output_topic, idle=0.5, timeout=60))
         scenario.count_windows(actual, expected, settings)
-        status = spark_status(settings)
+        status = spark_status(settings.run_dir)
         scenario.note(f"supervisor: {job.restarts} restarts; final run at batch "
-                      f"{status.get('batch_id')}, {status.get('late_rows')} late rows, "
-                      f"{status.get('dlq_rows')} dead letters")
+                      f"{status.batch_id}, {status.late_rows} late rows, "
+                      f"{status.dlq_rows} dead letters")
         assert done, mismatches(history_by_key(settings), expected)
         assert mismatches(actual, expected) == []
         assert job.restarts == KILLS
         # A copy re-sent up to 30 places later can come after the watermark passed its
         # event time and be dropped as late; the windows equal the oracle, so no original was.
-        assert status["late_rows"] <= len(delivered) - len(ticks) and status["pid"] == child
+        assert status.late_rows <= len(delivered) - len(ticks) and status.pid == child
 
         shown = subprocess.run(
             [sys.executable, str(PROJECT_ROOT / "src" / "pipelinectl.py"), "status", "spark"],

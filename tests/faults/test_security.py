@@ -16,19 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from crypto_pipeline.dashboard.feed import KafkaFeed
-from crypto_pipeline.embedded_kafka import EmbeddedKafka, listener_host
-from crypto_pipeline.paths import PROJECT_ROOT
-from crypto_pipeline.processes import free_port, process_tree
-from crypto_pipeline.producer_app import ProducerApp, build_source
-from crypto_pipeline.settings import Duration, Settings, fields
-from crypto_pipeline.status import read_status
-from crypto_pipeline.streaming_job import StreamingJob
-from crypto_pipeline.tick_sink import KafkaTickSink
-from fake_binance import fake_binance  # noqa: F401 - the fixture
-from helpers import process_env, read_topic, wait_for
 from supervised import Supervised
+
+from crypto_pipeline.core.addresses import bind_host
+from crypto_pipeline.core.paths import PROJECT_ROOT
+from crypto_pipeline.core.processes import free_port, process_tree
+from crypto_pipeline.core.settings import Duration, Settings, fields
+from crypto_pipeline.dashboard.feed import KafkaFeed
+from crypto_pipeline.kafka_io.embedded import EmbeddedKafka
+from crypto_pipeline.producer.app import ProducerApp, build_source
+from crypto_pipeline.producer.sink import KafkaTickSink
+from crypto_pipeline.streaming.job import StreamingJob
+from support.helpers import process_env, producer_status, read_topic, spark_status, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -92,8 +91,8 @@ def listener_pid(port: int) -> int:
 
 
 def test_the_embedded_broker_listens_on_localhost_only(kafka):
-    # kafka_server.py binds where clients were told to connect; the default is localhost.
-    assert listener_host("localhost") == "127.0.0.1"
+    # The kafka component binds where clients were told to connect; the default is localhost.
+    assert bind_host("localhost") == "127.0.0.1"
     port = int(kafka.split(",")[0].rpartition(":")[2])
     addresses = listening_addresses(listener_pid(port))
     assert {p for _, p in addresses} >= {port, port + 1}, "broker and controller listeners"
@@ -141,8 +140,8 @@ def test_services_listen_on_localhost_and_secrets_stay_out_of_logs(kafka, settin
             component.wait_healthy(START_TIMEOUT)
         # A price jump: the job's alerts go to the webhook, which refuses them.
         fake_binance.set_price("BTCUSDT", fake_binance.prices["BTCUSDT"] * 1.05)
-        wait_for(lambda: (read_status(settings.run_dir, "spark") or {}).get(
-            "emitted_rows", 0) >= 4, 120, "aggregates after the jump")
+        wait_for(lambda: spark_status(settings.run_dir).emitted_rows >= 4, 120,
+                 "aggregates after the jump")
         with urllib.request.urlopen(f"http://127.0.0.1:{settings.dashboard_port}/",
                                     timeout=10) as page:
             assert page.status == 200
@@ -241,8 +240,7 @@ def test_sasl_settings_reach_producer_job_and_dashboard(sasl_broker, spark, sett
     job = StreamingJob(spark, settings)
     feed = KafkaFeed(settings).start()
     try:
-        wait_for(lambda: (read_status(settings.run_dir, "producer") or {}).get(
-            "ticks_sent", 0) >= 10, 60, "ticks over SASL")
+        wait_for(lambda: producer_status(settings.run_dir).ticks_sent >= 10, 60, "ticks over SASL")
         job.start()
         wait_for(lambda: read_topic(broker.bootstrap_servers, settings.output_topic,
                                     timeout=5, idle=0.2), 120, "aggregates over SASL")
@@ -267,10 +265,10 @@ def test_a_wrong_sasl_password_is_named(sasl_broker, spark, settings):
                 assert running.result(timeout=180) == 1
             finally:
                 job.request_stop()
-        error = read_status(settings.run_dir, "spark")["last_error"]
+        error = spark_status(settings.run_dir).last_error
         assert "authentication failed" in error.lower(), error
-        error = wait_for(lambda: (read_status(settings.run_dir, "producer") or {}).get(
-            "last_error"), 60, "the producer's error")
+        error = wait_for(lambda: producer_status(settings.run_dir).last_error, 60,
+                         "the producer's error")
         assert "refused the SASL credentials: check KAFKA_SASL_USERNAME (pipeline)" in error
         assert "not-the-password" not in error
     finally:

@@ -9,7 +9,8 @@ import time
 
 import streamlit as st
 
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.core.backoff import backoff_seconds
+from crypto_pipeline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ def password_matches(entered: str, expected: str) -> bool:
 
 def failure_delay(failures: int) -> float:
     """Seconds the answer to the `failures`-th wrong password is held back: doubling."""
-    return min(MAX_DELAY_SECONDS, FIRST_DELAY_SECONDS * 2 ** (failures - 1))
+    return backoff_seconds(failures, base=FIRST_DELAY_SECONDS, cap=MAX_DELAY_SECONDS,
+                           jitter=False)
 
 
 def signed_in(settings: Settings) -> bool:

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from crypto_pipeline.dashboard import formatting as fmt
+from crypto_pipeline.core import formatting as fmt
 
 PANEL_HEIGHT = 260
 BARS_PER_ROW = 4

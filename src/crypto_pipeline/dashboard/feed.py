@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
 
+from crypto_pipeline.core.backoff import backoff_seconds
+from crypto_pipeline.core.errors import one_line
+from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.schema import parse_aggregate, parse_alert
+from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.dashboard.store import AggregateStore, AlertStore
-from crypto_pipeline.history import HistoryStore
-from crypto_pipeline.kafka_clients import client_config
-from crypto_pipeline.schema import parse_aggregate, parse_alert
-from crypto_pipeline.settings import Settings
+from crypto_pipeline.kafka_io.clients import client_config
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ CHECK_INTERVAL_SECONDS = 2.0
 POLL_TIMEOUT_MS = 500
 REQUEST_TIMEOUT_MS = 5000
 BOOTSTRAP_TIMEOUT_MS = 3000
-RECONNECT_BACKOFF_SECONDS = (0.5, 5.0)
+RECONNECT_BACKOFF = {"base": 0.5, "cap": 5.0}
 
 
 @dataclass(frozen=True)
@@ -118,17 +120,17 @@ class KafkaFeed:
 
     def _run(self) -> None:
         self._load_history()
-        backoff = RECONNECT_BACKOFF_SECONDS[0]
+        failures = 0
         while not self._stopping.is_set():
             consumer = None
             try:
                 consumer = self._connect()
-                backoff = RECONNECT_BACKOFF_SECONDS[0]
+                failures = 0
                 self._follow(consumer)
             except Exception as err:  # noqa: BLE001 - whatever broke, the feed reconnects
+                failures += 1
                 self._went_down(err)
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, RECONNECT_BACKOFF_SECONDS[1])
+                self._stopping.wait(backoff_seconds(failures, **RECONNECT_BACKOFF))
             finally:
                 if consumer is not None:
                     _close(consumer)
@@ -242,7 +244,7 @@ class KafkaFeed:
         return sum(ends[p] - starts[p] for p in partitions)
 
     def _went_down(self, err: Exception) -> None:
-        reason = f"{err.__class__.__name__}: {err}"
+        reason = one_line(err, named=True)
         previous = self._update(kafka="unreachable", kafka_error=reason)
         self._first_answer.set()
         if previous.kafka != "unreachable":

@@ -9,17 +9,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
 
 import streamlit as st
 
+from crypto_pipeline.core import formatting as fmt
+from crypto_pipeline.core.processes import pid_alive
+from crypto_pipeline.core.settings import Settings
+from crypto_pipeline.core.status import ProducerStatus, SparkStatus
 from crypto_pipeline.dashboard import auth, charts, views
-from crypto_pipeline.dashboard import formatting as fmt
 from crypto_pipeline.dashboard.feed import FeedHealth, KafkaFeed
 from crypto_pipeline.dashboard.store import Snapshot
-from crypto_pipeline.processes import pid_alive
-from crypto_pipeline.settings import Settings
-from crypto_pipeline.status import read_status
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,8 @@ def _live(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
             st.warning(banner, icon=":material/science:")
     notices = views.diagnose(
         settings, health, has_data=bool(len(snapshot)), stale=fresh.stale,
-        producer=_status(settings, "producer"), spark=_status(settings, "spark"))
+        producer=_reported(ProducerStatus.read(settings.run_dir)),
+        spark=_reported(SparkStatus.read(settings.run_dir)))
     with st.container(key="notices"):
         for notice in notices:
             getattr(st, notice.level)(notice.text)
@@ -162,10 +162,8 @@ def _alert_feed(settings: Settings, lines: list[views.AlertLine]) -> None:
                 st.markdown(f"{icon} {line.text} · detected {line.detected}")
 
 
-def _status(settings: Settings, component: str) -> dict[str, Any] | None:
-    """A component's status file, with `alive`: whether the process that wrote it runs."""
-    status = read_status(settings.run_dir, component)
+def _reported(status: ProducerStatus | SparkStatus | None) -> views.Reported | None:
+    """A status file, and whether the process that wrote it runs."""
     if status is None:
         return None
-    pid = status.get("pid")
-    return {**status, "alive": pid_alive(pid) if isinstance(pid, int) else True}
+    return views.Reported(status, pid_alive(status.pid) if status.pid else True)

@@ -15,11 +15,11 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from crypto_pipeline import alerts as spike
-from crypto_pipeline.dashboard import formatting as fmt
+from crypto_pipeline.core import formatting as fmt
+from crypto_pipeline.core.settings import Settings
+from crypto_pipeline.core.status import ProducerStatus, SparkStatus, State
 from crypto_pipeline.dashboard.feed import FeedHealth
 from crypto_pipeline.dashboard.store import Aggregate, Snapshot
-from crypto_pipeline.settings import Settings
 
 # (field, label): the KPIs of a card, in order; spread, count and volume have no "good"
 # direction.
@@ -129,7 +129,7 @@ def alert_feed(alerts: Iterable[Mapping[str, Any]], symbols: Iterable[str],
                limit: int = ALERT_FEED_LENGTH) -> list[AlertLine]:
     """The newest `limit` alerts of `symbols` (given newest first), as the feed shows them."""
     shown = set(symbols)
-    return [AlertLine(alert_id(alert), alert["symbol"], alert["kind"], spike.describe(alert),
+    return [AlertLine(alert_id(alert), alert["symbol"], alert["kind"], fmt.alert(alert),
                       f"{alert['detected_at']:%Y-%m-%d %H:%M:%S} UTC", alert["value"] > 0)
             for alert in alerts if alert["symbol"] in shown][:limit]
 
@@ -152,7 +152,7 @@ def alert_markers(alerts: Iterable[Mapping[str, Any]], snapshot: Snapshot,
             raised = by_window.get((symbol, record["window_start"]))
             if raised and (since is None or record["window_start"] >= since):
                 rows.append((symbol, record["window_start"], record["avg_price"],
-                             "<br>".join(spike.describe(a) for a in raised),
+                             "<br>".join(fmt.alert(a) for a in raised),
                              record["pct_change"] >= 0))
     return pd.DataFrame.from_records(rows, columns=list(MARKER_COLUMNS))
 
@@ -187,6 +187,14 @@ def live_state(health: FeedHealth, fresh: Freshness) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
+class Reported:
+    """A component's status file, and whether the process that wrote it still runs."""
+
+    status: ProducerStatus | SparkStatus
+    alive: bool = True
+
+
+@dataclass(frozen=True)
 class Notice:
     level: str  # error, warning or info
     text: str
@@ -196,11 +204,9 @@ _LEVELS = ("error", "warning", "info")
 
 
 def diagnose(settings: Settings, health: FeedHealth, *, has_data: bool, stale: bool,
-             producer: Mapping[str, Any] | None, spark: Mapping[str, Any] | None) -> list[Notice]:
-    """What is wrong, in words a user can act on, most serious first.
-
-    `producer` and `spark` are the components' status files, with `alive` added: whether
-    the process that wrote it still runs."""
+             producer: Reported | None, spark: Reported | None) -> list[Notice]:
+    """What is wrong, in words a user can act on, most serious first (`producer`, `spark`:
+    what the components reported, None when they never did)."""
     notices = _kafka_notices(settings, health, has_data)
     if health.kafka == "ok" and health.topic_exists:
         notices += _spark_notices(spark, has_data, stale)
@@ -233,19 +239,18 @@ def _kafka_notices(settings: Settings, health: FeedHealth, has_data: bool) -> li
     return []
 
 
-def _spark_notices(spark: Mapping[str, Any] | None, has_data: bool,
-                   stale: bool) -> list[Notice]:
-    state = spark.get("state") if spark else None
-    if state == "failed":
-        return [Notice("error", f"The Spark job failed: {spark.get('last_error')} — restart "
+def _spark_notices(spark: Reported | None, has_data: bool, stale: bool) -> list[Notice]:
+    state = spark.status.state if spark else None
+    if state == State.FAILED:
+        return [Notice("error", f"The Spark job failed: {spark.status.last_error} — restart "
                                 f"it with ./start.sh spark (its log is in logs/).")]
-    if spark is None or state == "stopped" or not spark.get("alive", True):
+    if spark is None or state == State.STOPPED or not spark.alive:
         if has_data and not stale:
             return []
         what = "No new aggregates" if has_data else "No aggregates yet"
         return [Notice("warning", f"{what} — is the Spark job running? Start it with "
                                   f"./start.sh spark.")]
-    if state == "starting" and not has_data:
+    if state == State.STARTING and not has_data:
         return [Notice("info", "The Spark job is starting…")]
     if not has_data:
         return [Notice("info", "The Spark job is running; the first aggregates appear after "
@@ -257,38 +262,38 @@ _OTHER_ENDPOINTS = ("Set BINANCE_BASE_URL to https://data-api.binance.vision (ma
                     "or https://api.binance.us, or PRICE_SOURCE=replay or simulated.")
 # Producer states that need the user, as (level, text with {host}, {error}, {servers}).
 _PRODUCER_PROBLEMS = {
-    "binance-unreachable": (
+    State.BINANCE_UNREACHABLE: (
         "error", "The producer cannot reach Binance ({host}): {error}. " + _OTHER_ENDPOINTS),
-    "restricted-location": (
+    State.RESTRICTED_LOCATION: (
         "error", "Binance refuses requests from this location (HTTP 451) at {host}: {error}. "
                  + _OTHER_ENDPOINTS),
-    "rate-limited": (
+    State.RATE_LIMITED: (
         "warning", "Binance is rate-limiting the producer: {error}. It waits as Binance asks; "
                    "raise POLL_INTERVAL_SECONDS if this persists."),
-    "kafka-unreachable": ("error", "The producer cannot reach Kafka at {servers}: {error}."),
+    State.KAFKA_UNREACHABLE: ("error", "The producer cannot reach Kafka at {servers}: {error}."),
 }
 
 
-def _producer_notices(settings: Settings, producer: Mapping[str, Any] | None,
+def _producer_notices(settings: Settings, producer: Reported | None,
                       has_data: bool, stale: bool) -> list[Notice]:
     if producer is None:
         if has_data and not stale:
             return []
         return [Notice("warning", "The producer has not reported — is it running? Start it "
                                   "with ./start.sh producer.")]
-    state, error = producer.get("state"), producer.get("last_error")
+    state, error = producer.status.state, producer.status.last_error
     host = urlparse(settings.binance_base_url).netloc
-    if state == "finished":
+    if state == State.FINISHED:
         return [Notice("info", "The producer has finished (end of the replay): no new "
                                "prices will arrive.")]
-    if not producer.get("alive", True):
+    if not producer.alive:
         return [Notice("warning", f"The producer is not running (last state: {state}) — "
                                   f"start it with ./start.sh producer.")]
     if state in _PRODUCER_PROBLEMS:
         level, text = _PRODUCER_PROBLEMS[state]
         return [Notice(level, text.format(host=host, error=error,
                                           servers=settings.kafka_bootstrap_servers))]
-    if state == "starting" and not has_data:
+    if state == State.STARTING and not has_data:
         return [Notice("info", "The producer is starting…")]
     return []
 

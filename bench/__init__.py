@@ -1,0 +1,1 @@
+"""The benchmark behind ./bench.sh (tooling: nothing in src/ imports it)."""

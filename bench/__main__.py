@@ -1,0 +1,40 @@
+"""The benchmark: how many ticks and symbols this machine takes, and how fresh the numbers are.
+
+    PYTHONPATH=src:tests python -m bench [--quick]        (what ./bench.sh runs)
+
+Prints a table of the figures against the targets and writes every figure as JSON under
+bench/results/; a full run also puts the table in the README. --quick runs smaller phases
+(a smoke run, not a measurement).
+"""
+
+import argparse
+import logging
+import sys
+
+from bench import report
+from bench.plan import QUICK, README, Plan
+from bench.run import run
+from crypto_pipeline.core import logs
+from crypto_pipeline.core.paths import PROJECT_ROOT
+from crypto_pipeline.core.settings import load_or_exit
+
+log = logging.getLogger("bench")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small phases, for a smoke run")
+    args = parser.parse_args()
+    logs.configure(load_or_exit().log_level)
+    results = run(QUICK if args.quick else Plan())
+    path = report.save(results).relative_to(PROJECT_ROOT)
+    print(report.table(results))
+    print(f"\nAll figures: {path}")
+    if not args.quick:
+        README.write_text(report.readme_with_table(README.read_text(), results, str(path)))
+        log.info("the README's benchmark table is updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,380 @@
+"""The phases of a run, each on its own topics and checkpoints of one embedded broker."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen
+from bench.measure import (
+    PeakMemory,
+    batches,
+    drain_rate,
+    keeps_up,
+    load_average,
+    percentiles,
+    rows_read,
+    tick_latencies,
+)
+from bench.plan import SRC, Plan
+from bench.stack import Processes, exited, phase_settings
+from crypto_pipeline.core.processes import free_port
+from crypto_pipeline.core.schema import parse_time
+from crypto_pipeline.core.settings import Duration, Settings
+from crypto_pipeline.core.status import ProducerStatus, SparkStatus, State
+from crypto_pipeline.core.waiting import wait_until
+from crypto_pipeline.kafka_io.topics import ensure_topics
+from support import browser
+from support.fake_binance import fake_binance_process
+
+log = logging.getLogger(__name__)
+
+# --- phase 1: Spark's ceiling ---------------------------------------------------------------
+
+def rate_ticks(spark, symbols: int, rows_per_batch: int, partitions: int, event_rate: float):
+    """Ticks as the job sees them after parsing (the columns of TICK_FIELDS), shaped like
+    the load generator's: `symbols` symbols round-robin, unique event ids, event time
+    advancing `rows_per_batch / event_rate` seconds per batch."""
+    from pyspark.sql import functions as F
+
+    rate = (spark.readStream.format("rate-micro-batch")
+            .option("rowsPerBatch", rows_per_batch)
+            .option("numPartitions", partitions)
+            .option("advanceMillisPerBatch", round(1000 * rows_per_batch / event_rate))
+            .load())
+    return rate.select(
+        F.format_string("S%04dUSDT", (F.col("value") % symbols) + 1).alias("symbol"),
+        (F.lit(100.0) + (F.col("value") % 997) / 100).alias("price"),
+        F.col("timestamp").alias("event_time"),
+        F.lit(loadgen.SOURCE).alias("source"),
+        F.lit(None).cast("double").alias("quantity"),
+        F.col("value").cast("string").alias("event_id"))
+
+
+def measure_ceiling(spark, settings: Settings, plan: Plan) -> dict[str, Any]:
+    """The job's aggregation on `rate-micro-batch` -> `noop`: Spark's own ticks/s here."""
+    from crypto_pipeline.streaming.job import STATE_STORE_CONF
+    from crypto_pipeline.streaming.transforms import aggregate_windows
+
+    for key, value in STATE_STORE_CONF.items():
+        spark.conf.set(key, value)
+    rows_per_batch = settings.max_offsets_per_trigger
+    ticks = rate_ticks(spark, plan.symbols, rows_per_batch, settings.topic_partitions,
+                       plan.drain_event_rate)
+    query = (aggregate_windows(ticks, settings).writeStream.format("noop")
+             .outputMode("update")
+             .option("checkpointLocation", str(settings.checkpoint_dir))
+             .trigger(processingTime="0 seconds").start())
+    try:
+        wait_until(lambda: len(batches(query)) > plan.ceiling_batches, 1800,
+                   "the ceiling query's batches")
+        run = batches(query)[:plan.ceiling_batches + 1]
+    finally:
+        query.stop()
+    steady = run[1:]
+    seconds = sum(b.seconds for b in steady)
+    return {"rows_per_second": round(sum(b.rows for b in steady) / seconds),
+            "rows_per_batch": rows_per_batch, "batches": len(steady),
+            "batch_seconds_median": round(statistics.median(b.seconds for b in steady), 2),
+            "symbols": plan.symbols, "event_rate": plan.drain_event_rate,
+            "load_average": load_average()}
+
+
+# --- phase 2: catch-up ----------------------------------------------------------------------
+
+def measure_drain(spark, settings: Settings, plan: Plan) -> dict[str, Any]:
+    """Preload a backlog, let the real job (both queries) drain it."""
+    from crypto_pipeline.streaming.job import StreamingJob
+
+    ensure_topics(settings)
+    span = plan.drain_ticks / plan.drain_event_rate
+    job = loadgen.Preload(settings.kafka_bootstrap_servers, settings.input_topic, plan.symbols,
+                          plan.drain_ticks, time.time_ns() // 1000 - int(span * 1e6), span)
+    produce_seconds = loadgen.preload(job, plan.generator_processes)
+    log.info("preloaded %d ticks in %.1f s", plan.drain_ticks, produce_seconds)
+    streaming = StreamingJob(spark, settings)
+    streaming.start()
+    try:
+        wait_until(lambda: all(rows_read(query) >= plan.drain_ticks
+                               for query in streaming.queries), 1800,
+                   "the job to drain the backlog")
+        runs = [batches(query) for query in streaming.queries]
+    finally:
+        streaming.stop()
+    return drain_rate(runs, plan.drain_ticks) | {
+        "symbols": plan.symbols, "ticks": plan.drain_ticks,
+        "event_rate": plan.drain_event_rate,
+        "max_offsets_per_trigger": settings.max_offsets_per_trigger,
+        "state_rows_max": max(b.state_rows for b in runs[0]),
+        "generator_ticks_per_second": round(plan.drain_ticks / produce_seconds),
+        "load_average": load_average()}
+
+
+# --- phase 3: live --------------------------------------------------------------------------
+
+def measure_live(spark, settings: Settings, plan: Plan, rate: float) -> dict[str, Any]:
+    """Ticks at `rate`/s with event time = now while the job runs at its trigger; judged
+    over the second half of the run, when the dedupe holds the most state."""
+    from crypto_pipeline.streaming.job import StreamingJob
+
+    ensure_topics(settings)
+    streaming = StreamingJob(spark, settings)
+    streaming.start()
+    try:
+        wait_until(lambda: (SparkStatus.read(settings.run_dir) or SparkStatus()).state
+                   == State.ACTIVE, 120, "the job to start")
+        began = time.time()
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            produced = pool.apply(loadgen.paced, (
+                settings.kafka_bootstrap_servers, settings.input_topic, plan.symbols, rate,
+                plan.live_seconds))
+        ended = time.time()
+        # Stopped once caught up (a batch cut short is noisy to stop), or after a minute.
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: rows_read(streaming.queries[0]) >= produced, 60,
+                       "the job to catch up")
+        run = batches(streaming.queries[0])
+    finally:
+        streaming.stop()
+    offered = produced / (ended - began)
+    return keeps_up(run, offered, settings.trigger_interval.seconds,
+                    (began + (ended - began) / 2, ended)) | {
+        "rate": rate, "offered_per_second": round(offered), "seconds": plan.live_seconds,
+        "symbols": plan.symbols, "trigger": str(settings.trigger_interval),
+        "load_average": load_average()}
+
+
+def live_rates(drain_rate: float, plan: Plan) -> list[float]:
+    """The rates the live phase tries, in order: half the drain rate, halved down to
+    live_min_rate (whole thousands)."""
+    rate = max(plan.live_min_rate, plan.live_fraction * drain_rate // 1000 * 1000)
+    rates = [rate]
+    while rate > plan.live_min_rate:
+        rate = max(plan.live_min_rate, rate / 2 // 1000 * 1000)
+        rates.append(rate)
+    return rates
+
+
+def measure_sustained(spark, base: Settings, bootstrap: str, work: Path, plan: Plan,
+                      drain_rate: float) -> list[dict[str, Any]]:
+    """Live runs at falling rates until the job keeps up with one."""
+    attempts = []
+    for rate in live_rates(drain_rate, plan):
+        log.info("phase 3/5: live, %d ticks/s with event time now", rate)
+        attempts.append(measure_live(
+            spark, phase_settings(base, bootstrap, work, f"live-{rate:.0f}"), plan, rate))
+        if attempts[-1]["keeps_up"]:
+            break
+    return attempts
+
+
+def sustained(attempts: list[dict[str, Any]], ceiling: dict[str, Any]) -> dict[str, Any]:
+    """The highest offered rate the job kept up with, and its share of the ceiling."""
+    kept = [a["offered_per_second"] for a in attempts if a["keeps_up"]]
+    rate = max(kept) if kept else None
+    return {"ticks_per_second": rate,
+            "percent_of_ceiling": round(100 * rate / ceiling["rows_per_second"], 1)
+            if rate else None}
+
+
+# --- phase 4: latency and memory of the whole stack -----------------------------------------
+
+
+def _follow_aggregates(settings: Settings, seen: list, stop: threading.Event) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+                             enable_auto_commit=False)
+    try:
+        partitions = wait_until(lambda: consumer.partitions_for_topic(settings.output_topic),
+                                60, "the aggregates topic")
+        assigned = [TopicPartition(settings.output_topic, p) for p in partitions]
+        consumer.assign(assigned)
+        consumer.seek_to_end(*assigned)
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=50).values():
+                now = time.time()
+                for record in records:
+                    value = json.loads(record.value)
+                    newest = parse_time(value["last_event_time"])
+                    seen.append((now, value["symbol"], int(newest.timestamp() * 1_000_000)))
+    finally:
+        consumer.close()
+
+
+class Markers:
+    """Every 2 s a tick for one symbol at a new record price, sent outside the regular
+    load: when the dashboard's Max for that symbol shows it, that tick reached the page."""
+
+    def __init__(self, settings: Settings, symbol: str):
+        self.settings = settings
+        self.symbol = symbol
+        self.sent: list[tuple[float, float]] = []  # (price, wall time sent)
+
+    def run(self, stop: threading.Event) -> None:
+        producer = loadgen.fast_producer(self.settings.kafka_bootstrap_servers)
+        text = loadgen.TimeText()
+        number = 0
+        while not stop.wait(2.0):
+            number += 1
+            price = 1_000_000.0 + number
+            micros = time.time_ns() // 1000
+            producer.produce(self.settings.input_topic,
+                             loadgen.tick_json(self.symbol, price, text(micros), -number),
+                             self.symbol.encode())
+            producer.flush(5)
+            self.sent.append((price, micros / 1e6))
+
+    @staticmethod
+    def latencies(sent: list[tuple[float, float]],
+                  shown: list[tuple[float, float]]) -> list[float]:
+        """sent: (price, wall time); shown: (wall time, Max on the page), in time order.
+        A marker counts as shown at the first reading at least as high as its price."""
+        result = []
+        for price, sent_at in sent:
+            first = next((at for at, value in shown if value >= price and at >= sent_at),
+                         None)
+            if first is not None:
+                result.append(first - sent_at)
+        return result
+
+
+def _read_max(page, symbol: str) -> float | None:
+    locator = page.locator(browser.kpi_selector(symbol, "max_price"))
+    try:
+        return float(locator.inner_text(timeout=500).replace(",", ""))
+    except Exception:  # noqa: BLE001 - not rendered yet, or between two reruns
+        return None
+
+
+def measure_stack(base: Settings, bootstrap: str, work: Path, plan: Plan,
+                  memory: PeakMemory) -> dict[str, Any]:
+    settings = phase_settings(base, bootstrap, work, "latency",
+                              trigger_interval=Duration.parse("1 second"),
+                              dashboard_port=free_port(),
+                              dashboard_refresh_seconds=plan.page_refresh_seconds,
+                              symbols=("BTCUSDT",), price_source="simulated",
+                              poll_interval_seconds=1.0)
+    ensure_topics(settings)
+    names = loadgen.bench_symbols(plan.latency_symbols)
+    # A watermark's worth of ticks first: the dedupe holds that many in steady state.
+    warm_seconds = settings.watermark_delay.seconds
+    warm = int(plan.latency_rate * warm_seconds)
+    loadgen.preload(loadgen.Preload(bootstrap, settings.input_topic, plan.latency_symbols, warm,
+                                    time.time_ns() // 1000 - int(warm_seconds * 1e6),
+                                    warm_seconds), 1)
+    with Processes(work) as processes:
+        job = processes.start("spark", settings, [sys.executable, str(SRC / "streaming_app.py")])
+        producer = processes.start("producer", settings,
+                                   [sys.executable, str(SRC / "api_producer.py")])
+        dashboard = processes.start("dashboard", settings, [
+            sys.executable, "-m", "streamlit", "run", str(SRC / "dashboard.py"),
+            "--server.port", str(settings.dashboard_port), "--server.address", "127.0.0.1",
+            "--server.headless", "true"])
+        for name, process in (("spark job", job), ("producer", producer),
+                              ("dashboard", dashboard)):
+            memory.watch(name, process.pid)
+        wait_until(lambda: (SparkStatus.read(settings.run_dir) or SparkStatus()).backlog == 0,
+                   300, "the Spark job to read the warm-up ticks", give_up=exited(job))
+        url = f"http://127.0.0.1:{settings.dashboard_port}"
+        wait_until(lambda: _answers(f"{url}/_stcore/health"), 90, "the dashboard",
+                   give_up=exited(dashboard))
+
+        seen: list[tuple[float, str, int]] = []
+        sent: list[tuple[str, int, float]] = []
+        shown: list[tuple[float, float]] = []
+        stop_following, stop_markers = threading.Event(), threading.Event()
+        markers = Markers(settings, names[0])
+        threads = [threading.Thread(target=_follow_aggregates,
+                                    args=(settings, seen, stop_following)),
+                   threading.Thread(target=markers.run, args=(stop_markers,))]
+        load = threading.Thread(target=loadgen.paced, args=(
+            settings.kafka_bootstrap_servers, settings.input_topic, plan.latency_symbols,
+            plan.latency_rate, plan.latency_seconds,
+            lambda symbol, micros, _: sent.append((symbol, micros, time.time()))))
+        with browser.chromium() as chromium:
+            page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            for thread in threads + [load]:
+                thread.start()
+            # Until the load ends, then until the last marker shows (or 30 s more).
+            deadline = None
+            while deadline is None or time.monotonic() < deadline:
+                value = _read_max(page, names[0])
+                if value is not None:
+                    shown.append((time.time(), value))
+                if deadline is None and not load.is_alive():
+                    stop_markers.set()
+                    deadline = time.monotonic() + 30
+                if deadline and markers.sent and shown and shown[-1][1] >= markers.sent[-1][0]:
+                    break
+                time.sleep(0.05)
+        # The last ticks need a batch or two to reach the aggregates topic.
+        last = max(micros for _, micros, _ in sent)
+        wait_until(lambda: any(n >= last for _, _, n in seen[-2000:]), 60,
+                   "the last ticks in the aggregates")
+        stop_following.set()
+        stop_markers.set()
+        for thread in threads:
+            thread.join()
+    aggregate_latency = tick_latencies(sent, seen)
+    page_latency = Markers.latencies(markers.sent, shown)
+    return {"ticks": len(sent), "symbols": plan.latency_symbols, "rate": plan.latency_rate,
+            "warm_up_ticks": warm, "trigger": str(settings.trigger_interval),
+            "page_refresh_seconds": plan.page_refresh_seconds,
+            "tick_to_aggregate_seconds": percentiles(aggregate_latency),
+            "ticks_without_aggregate": len(sent) - len(aggregate_latency),
+            "tick_to_page_seconds": percentiles(page_latency),
+            "markers_sent": len(markers.sent), "load_average": load_average()}
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+# --- phase 5: producer requests per poll ----------------------------------------------------
+
+def measure_requests_per_poll(base: Settings, bootstrap: str, work: Path,
+                              symbol_counts: tuple[int, ...] = (2, 200),
+                              polls: int = 5) -> dict[str, Any]:
+    """The real producer against the Binance stand-in: requests made per poll."""
+
+    result = {}
+    for count in symbol_counts:
+        symbols = tuple(loadgen.bench_symbols(count))
+        with fake_binance_process() as (_, url):
+            for symbol in symbols:
+                urllib.request.urlopen(urllib.request.Request(
+                    f"{url}/fake/price?symbol={symbol}&price=100", method="POST"), timeout=5)
+            settings = phase_settings(base, bootstrap, work, f"requests-{count}",
+                                      symbols=symbols, binance_base_url=url,
+                                      poll_interval_seconds=0.5)
+            with Processes(work) as processes:
+                producer = processes.start(f"producer-{count}", settings,
+                                           [sys.executable, str(SRC / "api_producer.py")])
+                status = wait_until(lambda: _polled(settings, polls), 120, f"{polls} polls",
+                                    give_up=exited(producer))
+            with urllib.request.urlopen(f"{url}/fake/requests", timeout=5) as response:
+                requests = [r for r in json.load(response)
+                            if r["path"] == "/api/v3/ticker/price"]
+        result[str(count)] = {"polls": status.polls, "price_requests": len(requests),
+                              "requests_per_poll": round(len(requests) / status.polls, 2)}
+    return result
+
+
+def _polled(settings: Settings, polls: int) -> ProducerStatus | None:
+    status = ProducerStatus.read(settings.run_dir)
+    return status if status is not None and status.polls >= polls else None

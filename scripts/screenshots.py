@@ -1,0 +1,113 @@
+"""The README's pictures, taken from the running pipeline: `./scripts/screenshots.sh`.
+
+Starts the whole pipeline with start.sh, replaying real Binance klines
+(tests/data/binance/), on free ports with its state in a temporary folder, waits for
+an hour of windows, photographs the dashboard and Spark's UI in headless Chromium, and
+stops it again with stop.sh. What the pictures show is what the project does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from crypto_pipeline.core import logs
+from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.paths import PROJECT_ROOT
+from crypto_pipeline.core.processes import free_port
+from crypto_pipeline.core.settings import load_or_exit
+from crypto_pipeline.core.waiting import wait_until
+from support import browser
+
+log = logging.getLogger(__name__)
+
+DOCS = PROJECT_ROOT / "docs"
+REPLAY = PROJECT_ROOT / "tests" / "data" / "binance" / "BTCUSDT-1m-2025-08-01_2025-08-10.csv"
+WINDOWS_WANTED = 90
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+def _environment(state: Path) -> dict[str, str]:
+    kafka = free_port(consecutive=2)
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{kafka}",
+        "KAFKA_DATA_DIR": str(state / "kafka"), "RUN_DIR": str(state / "run"),
+        "CHECKPOINT_DIR": str(state / "checkpoints" / "crypto-aggregates"),
+        "HISTORY_DB": str(state / "history.sqlite"),
+        "DASHBOARD_PORT": str(free_port()), "SPARK_UI_PORT": str(free_port()),
+        # Two hours of real BTCUSDT minutes a minute: an hour of windows in 30 s.
+        "PRICE_SOURCE": "replay", "REPLAY_FILE": str(REPLAY), "REPLAY_SPEED": "120",
+        "SYMBOLS": "BTCUSDT", "TRIGGER_INTERVAL": "1 second",
+        # A slow refresh: a fragment rerun replaces the elements being photographed.
+        "DASHBOARD_REFRESH_SECONDS": "120", "BACKFILL_ENABLED": "false",
+    }
+
+
+def _run(script: str, env: dict[str, str]) -> None:
+    log.info("running %s", script)
+    subprocess.run([str(PROJECT_ROOT / script)], cwd=PROJECT_ROOT, env=env, check=True)
+
+
+def _wait_for_windows(history_db: Path, count: int, timeout: float = 300) -> None:
+    wait_until(lambda: len(HistoryStore(history_db).load()) >= count, timeout,
+               f"{count} windows in the history store", interval=1.0)
+
+
+def _dashboard(page, url: str) -> None:
+    page.goto(url)
+    page.locator(browser.kpi_selector("BTCUSDT", "avg_price")).wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.screenshot(path=DOCS / "dashboard.png")
+    page.locator(".st-key-card-BTCUSDT").screenshot(path=DOCS / "dashboard-kpis.png")
+    for tab, name in (("Average price", "timeseries"), ("Candlesticks", "candlesticks"),
+                      ("Latest window", "bars")):
+        page.get_by_role("tab", name=tab).click()
+        chart = page.locator("[role='tabpanel']:visible .js-plotly-plot").first
+        chart.wait_for(timeout=30_000)
+        chart.screenshot(path=DOCS / f"dashboard-{name}.png")
+
+
+def _spark_ui(page, url: str) -> None:
+    page.goto(f"{url}/jobs/")
+    page.locator("#completed").first.wait_for(timeout=30_000)
+    page.screenshot(path=DOCS / "spark-jobs.png")
+    page.goto(f"{url}/StreamingQuery/")
+    page.locator("table").first.wait_for(timeout=30_000)
+    page.screenshot(path=DOCS / "spark-structured-streaming.png")
+    # The statistics page of the aggregates query: rates, batch durations, state rows.
+    link = page.locator("a[href*='StreamingQuery/statistics']").first
+    link.click()
+    page.locator("#stat-table, svg").first.wait_for(timeout=30_000)
+    page.screenshot(path=DOCS / "spark-query-statistics.png", full_page=True)
+
+
+def take() -> list[Path]:
+    DOCS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="screenshots-") as tmp:
+        env = _environment(Path(tmp))
+        _run("start.sh", env)
+        try:
+            _wait_for_windows(Path(env["HISTORY_DB"]), WINDOWS_WANTED)
+            with browser.chromium() as chromium:
+                page = chromium.new_page(viewport=VIEWPORT)
+                _dashboard(page, f"http://127.0.0.1:{env['DASHBOARD_PORT']}")
+                _spark_ui(page, f"http://127.0.0.1:{env['SPARK_UI_PORT']}")
+        finally:
+            _run("stop.sh", env)
+    return sorted(DOCS.glob("*.png"))
+
+
+def main() -> int:
+    logs.configure(load_or_exit().log_level)
+    for path in take():
+        print(path.relative_to(PROJECT_ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

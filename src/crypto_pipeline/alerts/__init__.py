@@ -1,0 +1,1 @@
+"""Price-spike alerts, run inside the Spark job: rules, publisher, webhook."""

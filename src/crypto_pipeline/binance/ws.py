@@ -1,0 +1,291 @@
+"""Binance's WebSocket trade streams as the producer reads them.
+
+One combined-stream connection, `/stream?streams=btcusdt@trade/ethusdt@trade`, carries
+the `<symbol>@trade` streams of up to 1,024 symbols; more symbols take more connections.
+Every message is one trade wrapped as {"stream": ..., "data": {...}} and becomes a tick
+(`parse_trade`), or a `BadMessage` that says why it is not one.
+
+`CombinedStream` keeps one such URL connected from a thread of its own: after a drop it
+reconnects with backoff, and before Binance's 24-hour limit ends a connection it opens
+the replacement and reads both for a while, so no trade falls between them. The trades
+both deliver are told apart by trade id (`RecentTrades`). The websockets library answers
+the server's pings and sends its own, so a dead connection is noticed too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Container, Sequence
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from crypto_pipeline.core.backoff import backoff_seconds
+from crypto_pipeline.core.errors import one_line
+from crypto_pipeline.core.schema import Tick
+
+log = logging.getLogger(__name__)
+
+SOURCE = "binance-ws"
+MAX_STREAMS_PER_CONNECTION = 1024
+# Binance ends a connection at 24 h. The replacement opens RENEW_BEFORE earlier (time to
+# retry if it fails), then both are read for OVERLAP before the old one is closed.
+CONNECTION_LIFETIME_SECONDS = 24 * 3600.0
+RENEW_BEFORE_SECONDS = 600.0
+OVERLAP_SECONDS = 30.0
+# Trade ids remembered to let each trade through once; far more than an overlap brings.
+REMEMBERED_TRADES = 200_000
+RECONNECT_BACKOFF = {"base": 0.5, "cap": 60.0}
+CLOSE_TIMEOUT_SECONDS = 2.0
+RESTRICTED_LOCATION = 451
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class BadMessage(ValueError):
+    """A message that is not a trade of a subscribed symbol; the text says what is wrong."""
+
+
+def stream_name(symbol: str) -> str:
+    return f"{symbol.lower()}@trade"
+
+
+def combined_stream_urls(base_url: str, symbols: Sequence[str],
+                         per_connection: int = MAX_STREAMS_PER_CONNECTION) -> list[str]:
+    """The combined-stream URLs that carry the trades of `symbols`, at most
+    `per_connection` streams each."""
+    groups = [symbols[i:i + per_connection] for i in range(0, len(symbols), per_connection)]
+    return [f"{base_url.rstrip('/')}/stream?streams=" + "/".join(map(stream_name, group))
+            for group in groups]
+
+
+def _preview(message: str | bytes) -> str:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    return repr(text[:80] + ("..." if len(text) > 80 else ""))
+
+
+def _whole(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadMessage(f"{key} is not a whole number >= 0: {value!r}")
+    return value
+
+
+def _decimal(data: dict[str, Any], key: str) -> float:
+    """A decimal Binance sends as a string, finite and > 0."""
+    value = data.get(key)
+    try:
+        number = float(value) if isinstance(value, str) else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise BadMessage(f"{key} is not a decimal string > 0: {value!r}")
+    return number
+
+
+def parse_trade(message: str | bytes, symbols: Container[str]) -> Tick:
+    """The tick of one combined-stream trade message: event time = trade time `T`, price
+    `p`, quantity `q`, event id = trade id `t`. BadMessage when it is not such a trade of
+    one of `symbols`."""
+    try:
+        wrapper = json.loads(message)
+    except ValueError:
+        raise BadMessage(f"not JSON: {_preview(message)}") from None
+    data = wrapper.get("data") if isinstance(wrapper, dict) else None
+    if not isinstance(data, dict):
+        raise BadMessage(f"not a combined-stream message: {_preview(message)}")
+    if data.get("e") != "trade":
+        raise BadMessage(f"not a trade (e={data.get('e')!r}): {_preview(message)}")
+    symbol = data.get("s")
+    if symbol not in symbols:
+        raise BadMessage(f"trade of a symbol not subscribed: {symbol!r}")
+    if wrapper.get("stream") != stream_name(symbol):
+        raise BadMessage(f"{symbol} trade on stream {wrapper.get('stream')!r}")
+    trade_id, trade_time = _whole(data, "t"), _whole(data, "T")
+    return Tick(symbol, _decimal(data, "p"), EPOCH + timedelta(milliseconds=trade_time), SOURCE,
+                quantity=_decimal(data, "q"), event_id=str(trade_id))
+
+
+class RecentTrades:
+    """The trades seen lately, by (symbol, trade id): while two connections overlap, both
+    deliver the same trades, and each must go on only once."""
+
+    def __init__(self, capacity: int = REMEMBERED_TRADES):
+        self.capacity = capacity
+        self._order: deque[tuple[str, str | None]] = deque()
+        self._seen: set[tuple[str, str | None]] = set()
+
+    def first_sighting(self, tick: Tick) -> bool:
+        key = (tick.symbol, tick.event_id)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        self._order.append(key)
+        if len(self._order) > self.capacity:
+            self._seen.discard(self._order.popleft())
+        return True
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """What happened to a CombinedStream's connection, for the source's status and log.
+
+    kind: connected (also after a drop or failure), replaced (a lifetime rollover),
+    dropped (ended without being asked to), failed (could not connect) or renew-failed
+    (could not open the replacement; the connection it was to replace goes on)."""
+
+    kind: str
+    url: str
+    detail: str = ""
+    retry_in: float | None = None
+    status: int | None = None  # the HTTP status that refused the handshake
+
+
+@dataclass
+class _Link:
+    """One open connection and the thread that reads it."""
+
+    ws: ClientConnection
+    opened_at: float
+    ended: threading.Event = field(default_factory=threading.Event)
+    received: bool = False
+    reason: str = ""
+    reader: threading.Thread | None = None
+
+
+class CombinedStream:
+    """One combined-stream URL kept connected in a thread: every message it brings and
+    every StreamEvent goes to `emit`, from this object's threads."""
+
+    def __init__(self, url: str, emit: Callable[[Any], None], *, open_timeout: float,
+                 lifetime: float = CONNECTION_LIFETIME_SECONDS,
+                 renew_before: float = RENEW_BEFORE_SECONDS, overlap: float = OVERLAP_SECONDS,
+                 clock: Callable[[], float] = time.monotonic, name: str = "binance-ws"):
+        if not 0 < overlap < renew_before < lifetime:
+            raise ValueError("expected 0 < overlap < renew_before < lifetime")
+        self.url = url
+        self.open_timeout = open_timeout
+        self.lifetime = lifetime
+        self.renew_before = renew_before
+        self.overlap = overlap
+        self.name = name
+        self._emit = emit
+        self._clock = clock
+        self._stop = threading.Event()
+        # Set whenever there is something to look at: a connection ended, or stop().
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout: float) -> None:
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+
+    # --- inside --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        failures = 0  # in a row: drops and failed attempts since a connection brought data
+        link: _Link | None = None
+        try:
+            while not self._stop.is_set():
+                if link is None:
+                    link = self._connect(failures + 1)
+                    failures = 0 if link else failures + 1
+                    continue
+                self._wait(link.opened_at + self.lifetime - self.renew_before - self._clock(),
+                           link)
+                if self._stop.is_set():
+                    break
+                if link.ended.is_set():
+                    failures = 1 if link.received else failures + 1
+                    delay = backoff_seconds(failures, **RECONNECT_BACKOFF)
+                    self._emit(StreamEvent("dropped", self.url, link.reason, delay))
+                    self._wait(delay)
+                    link = None
+                    continue
+                replacement = self._connect(failures + 1, replacing=link)
+                if replacement is None:
+                    failures += 1
+                elif self._switch(link, replacement) is replacement:
+                    link, failures = replacement, 0
+                else:
+                    failures += 1
+                    self._wait(backoff_seconds(failures, **RECONNECT_BACKOFF), link)
+        finally:
+            if link is not None:
+                self._close(link)
+
+    def _connect(self, attempt: int, replacing: _Link | None = None) -> _Link | None:
+        """A new open connection; None after a failure, reported and waited for (while
+        the connection it was to replace still runs)."""
+        try:
+            ws = connect(self.url, open_timeout=self.open_timeout,
+                         close_timeout=CLOSE_TIMEOUT_SECONDS,
+                         user_agent_header="crypto-pipeline-producer")
+        except (OSError, InvalidHandshake) as err:
+            delay = backoff_seconds(attempt, **RECONNECT_BACKOFF)
+            status = err.response.status_code if isinstance(err, InvalidStatus) else None
+            self._emit(StreamEvent("failed" if replacing is None else "renew-failed",
+                                   self.url, one_line(err, named=True), delay, status))
+            self._wait(delay, replacing)
+            return None
+        link = _Link(ws, self._clock())
+        link.reader = threading.Thread(target=self._read, args=(link,), daemon=True,
+                                       name=f"{self.name}-reader")
+        link.reader.start()
+        if replacing is None:
+            self._emit(StreamEvent("connected", self.url))
+        return link
+
+    def _read(self, link: _Link) -> None:
+        try:
+            for message in link.ws:
+                link.received = True
+                self._emit(message)
+            link.reason = f"closed by the server (code {link.ws.close_code}" + (
+                f", {link.ws.close_reason})" if link.ws.close_reason else ")")
+        except ConnectionClosed as err:
+            link.reason = one_line(err, named=True)
+        finally:
+            link.ended.set()
+            self._wake.set()
+
+    def _switch(self, old: _Link, new: _Link) -> _Link:
+        """Read both for `overlap` seconds, then close the old one and go on with the new
+        one; if the new one ends meanwhile, go on with the old one."""
+        self._wait(self.overlap, new)
+        if new.ended.is_set() and not old.ended.is_set():
+            self._close(new)
+            return old
+        age = self._clock() - old.opened_at
+        self._close(old)
+        self._emit(StreamEvent("replaced", self.url, f"the old connection closed at {age:.0f} s"))
+        return new
+
+    def _close(self, link: _Link) -> None:
+        link.ws.close()
+        if link.reader is not None:
+            link.reader.join(CLOSE_TIMEOUT_SECONDS)
+
+    def _wait(self, seconds: float, link: _Link | None = None) -> None:
+        """Wait `seconds` at most; less on stop() or when `link` ends."""
+        until = self._clock() + seconds
+        while True:
+            # Cleared before looking, so a wake-up that comes after the look is not lost.
+            self._wake.clear()
+            if self._stop.is_set() or (link is not None and link.ended.is_set()) or \
+                    self._clock() >= until:
+                return
+            self._wake.wait(until - self._clock())

@@ -1,0 +1,281 @@
+"""What start.sh, stop.sh and status.sh ask about components: running? healthy? stop it.
+
+`status_report` gathers the facts once; `status_lines` prints them for a person and
+`status_json` for a script, so both say the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timezone
+from pathlib import Path
+from typing import Any
+
+from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.processes import cmdline, pid_alive, port_in_use
+from crypto_pipeline.core.settings import Settings
+from crypto_pipeline.core.status import (
+    DASHBOARD,
+    KAFKA,
+    PRODUCER,
+    SPARK,
+    ProducerStatus,
+    SparkStatus,
+    State,
+    StatusFile,
+    SupervisorStatus,
+    supervisor_file,
+)
+from crypto_pipeline.core.waiting import WaitTimeout, wait_until
+from crypto_pipeline.ops.components import Component, components, wait_healthy
+from crypto_pipeline.ops.supervisor import pid_file
+
+# Marks a line in a component's log where a start begins: the last error shown is the
+# current run's.
+START_MARK = "==== "
+
+
+def supervisor_pid(settings: Settings, name: str) -> int | None:
+    """Pid of the running supervisor of `name`, or None (stale pid files are ignored)."""
+    path = pid_file(settings.run_dir, name)
+    try:
+        pid = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    command = cmdline(pid)
+    if pid_alive(pid) and "supervise" in command and name in command:
+        return pid
+    return None
+
+
+def supervisor_status(settings: Settings, name: str) -> SupervisorStatus | None:
+    return SupervisorStatus.read(settings.run_dir, supervisor_file(name))
+
+
+def busy_ports(component: Component) -> list[int]:
+    return [port for port in component.ports if port_in_use(port)]
+
+
+def stop(settings: Settings, name: str, timeout: float | None = None) -> str:
+    """SIGTERM the component's supervisor (which stops the child gracefully), SIGKILL both
+    after the timeout; wait until its ports are free. Returns what happened, one line."""
+    component = components(settings)[name]
+    pid = supervisor_pid(settings, name)
+    if pid is None:
+        pid_file(settings.run_dir, name).unlink(missing_ok=True)
+        return "not running"
+    timeout = timeout if timeout is not None else component.stop_timeout + 10
+    os.kill(pid, signal.SIGTERM)
+    outcome = "stopped"
+    try:
+        wait_until(lambda: not pid_alive(pid), timeout, "stop")
+    except WaitTimeout:
+        child = (supervisor_status(settings, name) or SupervisorStatus()).child_pid
+        # The child leads its own process group (JVMs and all): kill the group.
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        outcome = f"killed after {timeout:.0f}s"
+    pid_file(settings.run_dir, name).unlink(missing_ok=True)
+    with contextlib.suppress(WaitTimeout):
+        wait_until(lambda: not busy_ports(component), 15, "free ports")
+    still = busy_ports(component)
+    return outcome + (f"; port {', '.join(map(str, still))} still in use" if still else "")
+
+
+def wait_started(settings: Settings, name: str, timeout: float) -> str | None:
+    """Wait until the supervised component is healthy: None, or why not (one line)."""
+    deadline = time.monotonic() + timeout
+    component = components(settings)[name]
+    if name == KAFKA and settings.kafka_mode != "embedded":
+        return wait_healthy(component, settings, 0, timeout, alive=lambda: True)
+    try:
+        pid = wait_until(lambda: supervisor_pid(settings, name), 10, f"{name} supervisor",
+                         interval=0.1)
+    except WaitTimeout:
+        return f"the {name} supervisor did not start (see logs/{name}.log)"
+
+    def own_status() -> SupervisorStatus:
+        status = supervisor_status(settings, name)
+        return status if status is not None and status.pid == pid else SupervisorStatus()
+
+    def child_running() -> bool:
+        return pid_alive(pid) and own_status().state in (State.STARTING, State.RUNNING)
+
+    started_at = own_status().started_at or time.time() - 1
+    return wait_healthy(component, settings, started_at, max(1.0, deadline - time.monotonic()),
+                        alive=child_running)
+
+
+# --- status ---------------------------------------------------------------------------
+
+@dataclass
+class ComponentReport:
+    """What status.sh says of one component."""
+
+    name: str
+    state: str  # running, NOT RUNNING, stopped, reachable, UNREACHABLE
+    expected: bool  # start.sh started it (or it was named), so it should run
+    pid: int | None = None
+    uptime_seconds: float | None = None
+    restarts: int = 0
+    child_state: str | None = None  # the supervisor's, when not "running"
+    last_exit_code: int | None = None
+    detail: str = ""
+    last_error: str | None = None
+    status: dict[str, Any] | None = field(default=None)  # the component's status file
+
+    @property
+    def healthy(self) -> bool:
+        return not self.expected or self.state in ("running", "reachable")
+
+
+@dataclass
+class StatusReport:
+    components: list[ComponentReport]
+    newest_aggregate_at: str | None
+    newest_aggregate_age_seconds: float | None
+    stale: bool
+
+    @property
+    def healthy(self) -> bool:
+        return all(component.healthy for component in self.components)
+
+
+_STATUS_FILES: dict[str, type[StatusFile]] = {PRODUCER: ProducerStatus, SPARK: SparkStatus}
+
+
+def status_report(settings: Settings, expected: list[str] | None = None) -> StatusReport:
+    """Every component's state, and the age of the newest aggregate; `expected`: the
+    components that should run (default: those start.sh started and stop.sh did not stop)."""
+    now = time.time()
+    reports = []
+    for name, component in components(settings).items():
+        should_run = (expected is not None and name in expected) or (
+            expected is None and pid_file(settings.run_dir, name).exists())
+        if name == KAFKA and settings.kafka_mode != "embedded":
+            reachable = component.health(settings, 0) is None
+            reports.append(ComponentReport(
+                name, "reachable" if reachable else "UNREACHABLE", should_run,
+                detail=f"{settings.kafka_mode} at {settings.kafka_bootstrap_servers}"))
+            continue
+        pid = supervisor_pid(settings, name)
+        supervisor = supervisor_status(settings, name) or SupervisorStatus()
+        status_type = _STATUS_FILES.get(name)
+        status = status_type.read(settings.run_dir) if status_type else None
+        if pid is None:
+            exit_code = (supervisor.last_exit or {}).get("code")
+            reports.append(ComponentReport(name, "NOT RUNNING" if should_run else "stopped",
+                                           should_run, last_exit_code=exit_code))
+            continue
+        reports.append(ComponentReport(
+            name, "running", should_run, pid=pid,
+            uptime_seconds=round(now - (supervisor.started_at or now), 1),
+            restarts=supervisor.restarts,
+            child_state=None if supervisor.state == State.RUNNING else str(supervisor.state),
+            detail=component_detail(settings, name),
+            last_error=(status.last_error if status else None)
+            or _last_error_line(component.log_file),
+            status=asdict(status) if status else None))
+    newest = HistoryStore(settings.history_db).newest_emitted_at()
+    age = now - newest.timestamp() if newest else None
+    return StatusReport(reports, newest.astimezone(timezone.utc).isoformat() if newest else None,
+                        round(age, 1) if age is not None else None,
+                        age is not None and age > settings.stale_after_seconds)
+
+
+def status_lines(report: StatusReport) -> list[str]:
+    """One line per component and a line for the newest aggregate."""
+    lines = []
+    for c in report.components:
+        if c.state in ("reachable", "UNREACHABLE"):
+            lines.append(f"{c.name:<10} {c.state:<11} {c.detail}")
+        elif c.pid is None:
+            exit_note = f"last exit code {c.last_exit_code}" if c.last_exit_code is not None else ""
+            lines.append(f"{c.name:<10} {c.state:<11} {exit_note}".rstrip())
+        else:
+            parts = [f"{c.name:<10} {c.state:<11} pid {c.pid:<7} up {_age(c.uptime_seconds):<7} "
+                     f"restarts {c.restarts}"]
+            if c.child_state:
+                parts.append(f"child {c.child_state}")
+            if c.detail:
+                parts.append(c.detail)
+            if c.last_error:
+                parts.append(f"last error: {c.last_error}")
+            lines.append("  ".join(parts))
+    lines.append(_freshness_line(report))
+    return lines
+
+
+def status_json(report: StatusReport) -> dict[str, Any]:
+    """The same facts for scripts: one object per component, the newest aggregate's age."""
+    return {"healthy": report.healthy,
+            "components": {c.name: {**asdict(c), "healthy": c.healthy}
+                           for c in report.components},
+            "newest_aggregate": {"emitted_at": report.newest_aggregate_at,
+                                 "age_seconds": report.newest_aggregate_age_seconds,
+                                 "stale": report.stale}}
+
+
+def component_detail(settings: Settings, name: str) -> str:
+    """A few words on how the component is doing (status.sh, start.sh's ok lines)."""
+    if name == PRODUCER:
+        producer = ProducerStatus.read(settings.run_dir)
+        if producer:
+            return (f"{producer.source} {producer.state}, {producer.polls} polls, "
+                    f"{producer.ticks_sent} ticks sent")
+    if name == SPARK:
+        spark = SparkStatus.read(settings.run_dir)
+        if spark and spark.batch_id is None:
+            return f"query {spark.state}, no batch since it started"
+        if spark:
+            backlog = "unknown" if spark.backlog is None else f"{spark.backlog:,} ticks"
+            return (f"query {spark.state}, batch {spark.batch_id} "
+                    f"({spark.batch_duration_ms} ms), backlog {backlog}")
+    if name == DASHBOARD:
+        return f"http://{settings.dashboard_address}:{settings.dashboard_port}"
+    if name == KAFKA:
+        return settings.kafka_bootstrap_servers
+    return ""
+
+
+def last_error(settings: Settings, name: str) -> str | None:
+    status_type = _STATUS_FILES.get(name)
+    status = status_type.read(settings.run_dir) if status_type else None
+    return status.last_error if status else None
+
+
+def _age(seconds: float | None) -> str:
+    seconds = int(seconds or 0)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def _last_error_line(log_file: Path) -> str | None:
+    """The last ERROR line of the component's current run (start marks each start)."""
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()[-2000:]
+    except FileNotFoundError:
+        return None
+    starts = [i for i, line in enumerate(lines) if line.startswith(START_MARK)]
+    current = lines[starts[-1]:] if starts else lines
+    errors = [line for line in current if " ERROR " in line or line.startswith("error:")]
+    return errors[-1][:200] if errors else None
+
+
+def _freshness_line(report: StatusReport) -> str:
+    if report.newest_aggregate_at is None:
+        return "newest aggregate: none yet"
+    shown = report.newest_aggregate_at[:19].replace("T", " ")
+    stale = "  (STALE)" if report.stale else ""
+    return (f"newest aggregate: {_age(report.newest_aggregate_age_seconds)} old "
+            f"({shown} UTC){stale}")

@@ -1,0 +1,161 @@
+"""The producer's run loop: a price source feeding the Kafka tick sink, with the status
+file, a progress line a minute, and a clean stop that delivers what was accepted."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Callable
+
+from crypto_pipeline.binance.rest import UnknownSymbolError
+from crypto_pipeline.core import logs
+from crypto_pipeline.core.schema import format_time
+from crypto_pipeline.core.settings import Settings, SettingsError, exit_config_error, load_or_exit
+from crypto_pipeline.core.status import SOURCE_FAULTS, ProducerStatus, State
+from crypto_pipeline.producer.sink import KafkaTickSink
+from crypto_pipeline.producer.sources import SOURCES, PriceSource, ReplayFileError, SourceStatus
+
+log = logging.getLogger(__name__)
+
+PROGRESS_SECONDS = 60.0
+# How long a stop may take to deliver what is buffered before giving up on it; below the
+# supervisor's grace period (components.py), so the give-up is logged, not SIGKILLed.
+CLOSE_TIMEOUT_SECONDS = 10.0
+
+
+def build_source(settings: Settings) -> PriceSource:
+    """The source PRICE_SOURCE names; a setting it cannot run with raises SettingsError."""
+    source = SOURCES.get(settings.price_source)
+    if source is None:
+        raise SettingsError(f"PRICE_SOURCE={settings.price_source}: this producer reads "
+                            f"{', '.join(SOURCES)}")
+    if settings.price_source == "replay" and not settings.replay_file.is_file():
+        raise SettingsError(f"REPLAY_FILE={settings.replay_file}: no such file")
+    return source(settings)
+
+
+class ProducerApp:
+    def __init__(self, settings: Settings, source: PriceSource, sink: KafkaTickSink, *,
+                 progress_seconds: float = PROGRESS_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.source = source
+        self.sink = sink
+        self.progress_seconds = progress_seconds
+        self._clock = clock
+        self._last_progress = (clock(), self._totals())
+
+    def run(self, stop: threading.Event) -> int:
+        """Produce until the source ends (replay) or `stop` is set. Returns the exit code, 0:
+        ticks Kafka did not take in time are logged; a fault that stops it raises."""
+        self._write_status()
+        try:
+            for batch in self.source.batches(stop):
+                if batch:
+                    self._deliver(batch, stop)
+                self._write_status()
+                self._maybe_log_progress()
+        finally:
+            self._close()
+        return 0
+
+    def _deliver(self, batch: list, stop: threading.Event) -> None:
+        # A replay waits for room rather than dropping data; live prices do not wait.
+        while self.source.lossless and not stop.is_set() and \
+                not self.sink.wait_for_room(len(batch), timeout=1.0):
+            self._write_status()
+        self.sink.offer(batch)
+
+    def _close(self) -> None:
+        held = self.sink.counters().buffered
+        if held:
+            log.info("stopping: delivering %d buffered ticks (up to %.0f s)", held,
+                     CLOSE_TIMEOUT_SECONDS)
+        undelivered = self.sink.close(CLOSE_TIMEOUT_SECONDS)
+        counters = self.sink.counters()
+        finished = self.source.status.state == State.FINISHED
+        summary = (f"{self.source.status.polls} polls, {counters.sent} ticks sent, "
+                   f"{counters.failed} failed, {counters.dropped} dropped, "
+                   f"{self.source.status.bad_entries} bad entries skipped")
+        if undelivered:
+            log.error("%d accepted ticks were not delivered: %s", undelivered,
+                      counters.last_error or "Kafka did not confirm them in time")
+        log.info("%s: %s", "replay finished" if finished else "stopped", summary)
+        self._write_status()
+
+    def _totals(self) -> tuple[int, int, int, int, int, Counter]:
+        counters = self.sink.counters()
+        source = self.source.status
+        return (source.polls, counters.sent, counters.failed, counters.dropped,
+                source.bad_entries, Counter({**source.errors, **counters.errors}))
+
+    def _maybe_log_progress(self) -> None:
+        since, before = self._last_progress
+        now = self._clock()
+        if now - since < self.progress_seconds:
+            return
+        totals = self._totals()
+        polls, sent, failed, dropped, bad = (a - b for a, b in zip(totals[:5], before[:5]))
+        errors = totals[5] - before[5]
+        log.info("last %.0f s: %d polls, %d ticks sent, %d failed, %d dropped, %d bad entries, "
+                 "%d buffered; errors: %s", now - since, polls, sent, failed, dropped, bad,
+                 self.sink.counters().buffered,
+                 ", ".join(f"{kind} {n}" for kind, n in sorted(errors.items())) or "none")
+        self._last_progress = (now, totals)
+
+    def status_record(self) -> ProducerStatus:
+        source: SourceStatus = self.source.status
+        sink = self.sink.counters()
+        state, last_error = source.state, source.last_error
+        if state not in SOURCE_FAULTS and state != State.FINISHED and not sink.reachable:
+            state, last_error = State.KAFKA_UNREACHABLE, sink.last_error
+        return ProducerStatus(
+            source=self.source.name,
+            state=state,
+            symbols=list(getattr(self.source, "symbols", ())),  # a replay plays its file
+            polls=source.polls,
+            ticks_sent=sink.sent,
+            ticks_failed=sink.failed,
+            ticks_dropped=sink.dropped,
+            ticks_buffered=sink.buffered,
+            bad_entries=source.bad_entries,
+            errors={**source.errors, **sink.errors},
+            last_poll_at=_time(source.last_poll_at),
+            last_success_at=_time(source.last_success_at),
+            last_error=last_error or sink.last_error,
+            kafka_reachable=sink.reachable,
+        )
+
+    def _write_status(self) -> None:
+        try:
+            self.status_record().write(self.settings.run_dir)
+        except OSError as err:
+            log.warning("cannot write the status file in %s: %s", self.settings.run_dir, err)
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else format_time(moment)
+
+
+def run_producer(settings: Settings, stop: threading.Event) -> int:
+    """Build the source and the sink PRICE_SOURCE and the Kafka settings ask for, and run."""
+    app = ProducerApp(settings, build_source(settings), KafkaTickSink(settings))
+    return app.run(stop)
+
+
+def main() -> int:
+    """The producer's process (`src/api_producer.py`): until SIGINT/SIGTERM or the end of
+    a replay; a setting it cannot run with ends it with one line and EXIT_CONFIG_ERROR."""
+    settings = load_or_exit()
+    logs.configure(settings.log_level)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        return run_producer(settings, stop)
+    except (SettingsError, UnknownSymbolError, ReplayFileError) as err:
+        exit_config_error(str(err))

@@ -1,0 +1,51 @@
+"""The Spark job's process: topics, the session, the backfill, then both queries until a
+signal or a failure (what `src/streaming_app.py` runs)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+
+from kafka.errors import KafkaError
+from py4j.protocol import Py4JError
+
+from crypto_pipeline.core import logs
+from crypto_pipeline.core.errors import one_line
+from crypto_pipeline.core.settings import load_or_exit
+from crypto_pipeline.core.status import SparkStatus, State
+from crypto_pipeline.kafka_io.topics import ensure_topics
+from crypto_pipeline.streaming.backfill import Backfill
+from crypto_pipeline.streaming.job import StreamingJob
+from crypto_pipeline.streaming.session import build_session
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "crypto-aggregates"
+
+
+def main() -> int:
+    settings = load_or_exit()
+    logs.configure(settings.log_level)
+    # py4j logs every call from the JVM (each batch, each listener event) at INFO, and a
+    # batch cut short by a stop as an ERROR; the job logs a query's real failure itself.
+    logging.getLogger("py4j").setLevel(logging.CRITICAL)
+    try:
+        ensure_topics(settings)
+    except KafkaError as err:
+        log.error("cannot create the topics on %s: %s", settings.kafka_bootstrap_servers,
+                  one_line(err))
+        SparkStatus(state=State.FAILED, last_error=one_line(err)).write(settings.run_dir)
+        return 1
+    spark = build_session(settings, APP_NAME)
+    # Before the queries: the backfill ends where the live range begins.
+    Backfill(spark, settings).run()
+    job = StreamingJob(spark, settings)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: job.request_stop())
+    try:
+        return job.run()
+    finally:
+        # Under spark-submit the JVM may have shut down first (it got the signal too).
+        with contextlib.suppress(Py4JError, ConnectionError):
+            spark.stop()

@@ -1,0 +1,113 @@
+"""Settings: defaults per the contract, validation with one clear line, secrets masked."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crypto_pipeline.core.paths import PROJECT_ROOT
+from crypto_pipeline.core.settings import Settings, SettingsError, env_example, fields
+
+
+def load(**env):
+    return Settings.load(environ=env, env_file=None)
+
+
+def test_defaults_are_the_contracts():
+    s = load()
+    assert s.kafka_bootstrap_servers == "localhost:9092"
+    assert s.kafka_mode == "embedded"
+    assert (s.input_topic, s.output_topic, s.dlq_topic) == (
+        "crypto-topic", "crypto-aggregates", "crypto-dlq")
+    assert s.symbols == ("BTCUSDT", "ETHUSDT")
+    assert s.poll_interval_seconds == 5
+    assert s.price_source == "binance"
+    assert s.binance_base_url == "https://api.binance.com"
+    assert s.replay_speed == 1.0
+    assert (s.window_duration.seconds, s.window_slide.seconds, s.watermark_delay.seconds) == (
+        300, 60, 120)
+    assert s.trigger_interval.seconds <= 10
+    assert s.checkpoint_dir == PROJECT_ROOT / "checkpoints" / "crypto-aggregates"
+    assert s.spark_master == "local[*]"
+    assert s.dashboard_port == 8501 and s.dashboard_password is None
+    assert s.dashboard_address == "127.0.0.1"
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("POLL_INTERVAL_SECONDS", "abc", "POLL_INTERVAL_SECONDS='abc': expected a number"),
+    ("POLL_INTERVAL_SECONDS", "0", "POLL_INTERVAL_SECONDS='0': expected a number > 0"),
+    ("KAFKA_MODE", "k8s", "KAFKA_MODE='k8s': expected one of embedded, docker, external"),
+    ("SYMBOLS", "BTC-USDT", "SYMBOLS='BTC-USDT': 'BTC-USDT' is not a Binance symbol"),
+    ("WINDOW_DURATION", "5 parsecs", "WINDOW_DURATION='5 parsecs': expected a duration"),
+    ("KAFKA_BOOTSTRAP_SERVERS", "localhost", "KAFKA_BOOTSTRAP_SERVERS='localhost': "),
+    ("DASHBOARD_PORT", "70000", "DASHBOARD_PORT='70000': expected a whole number"),
+    ("BINANCE_BASE_URL", "api.binance.com", "BINANCE_BASE_URL='api.binance.com': expected"),
+])
+def test_a_bad_value_names_the_variable(name, value, message):
+    with pytest.raises(SettingsError) as err:
+        load(**{name: value})
+    assert str(err.value).startswith(message)
+
+
+def test_cross_field_rules():
+    with pytest.raises(SettingsError, match="WINDOW_SLIDE"):
+        load(WINDOW_SLIDE="10 minutes")
+    with pytest.raises(SettingsError, match="REPLAY_FILE is required"):
+        load(PRICE_SOURCE="replay")
+
+
+def test_symbols_are_normalized():
+    assert load(SYMBOLS=" btcusdt, ETHUSDT ,solusdt").symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+
+
+def test_environment_beats_dotenv_beats_default(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("POLL_INTERVAL_SECONDS=7\nSYMBOLS=SOLUSDT\n")
+    s = Settings.load(environ={"POLL_INTERVAL_SECONDS": "9"}, env_file=env_file)
+    assert s.poll_interval_seconds == 9
+    assert s.symbols == ("SOLUSDT",)
+    assert s.input_topic == "crypto-topic"
+
+
+def test_secrets_are_masked_in_descriptions_and_errors():
+    s = load(DASHBOARD_PASSWORD="hunter2", KAFKA_SASL_PASSWORD="pw",
+             KAFKA_SECURITY_PROTOCOL="SASL_SSL", KAFKA_SASL_MECHANISM="PLAIN",
+             KAFKA_SASL_USERNAME="u")
+    text = "\n".join(s.describe())
+    assert "hunter2" not in text and "DASHBOARD_PASSWORD=***" in text
+    assert "KAFKA_SASL_PASSWORD=***" in text
+    with pytest.raises(SettingsError) as err:
+        load(ALERT_WEBHOOK_URL="not a url with a token")
+    assert "token" not in str(err.value)
+
+
+def test_relative_paths_are_anchored_at_the_project():
+    assert load(CHECKPOINT_DIR="ck").checkpoint_dir == PROJECT_ROOT / "ck"
+    assert load(CHECKPOINT_DIR="/tmp/ck").checkpoint_dir == Path("/tmp/ck")
+
+
+def test_env_example_is_generated_from_the_settings():
+    committed = (PROJECT_ROOT / ".env.example").read_text()
+    assert committed == env_example(), \
+        "regenerate: python3 src/pipelinectl.py env-example > .env.example"
+    for spec in fields():
+        assert f"\n{spec.name.upper()}=" in committed
+    assert "hunter2" not in committed
+
+
+def test_an_entry_point_stops_with_one_line_naming_the_setting():
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "src" / "api_producer.py")],
+        env={"POLL_INTERVAL_SECONDS": "abc", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "error: POLL_INTERVAL_SECONDS='abc': expected a number"
+    assert result.stdout == ""
+
+
+def test_a_checkpoint_can_be_a_location_every_worker_reaches():
+    s = load(CHECKPOINT_DIR="hdfs://namenode:8020/crypto/checkpoints")
+    assert s.checkpoint_dir == "hdfs://namenode:8020/crypto/checkpoints"
+    assert s.dlq_checkpoint_dir == "hdfs://namenode:8020/crypto/checkpoints-dlq"
+    assert load().dlq_checkpoint_dir == PROJECT_ROOT / "checkpoints" / "crypto-aggregates-dlq"

@@ -1,0 +1,101 @@
+"""The dashboard's feed against a real broker: rebuild, follow, skip bad records, reconnect."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.dashboard.feed import KafkaFeed
+from crypto_pipeline.kafka_io.topics import ensure_topics
+from support.dashboard_support import aggregate, produce, produce_aggregates
+from support.helpers import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+MINUTE = timedelta(minutes=1)
+
+
+def prices(feed, symbol):
+    return [r["avg_price"] for r in feed.store.snapshot().windows.get(symbol, ())]
+
+
+def test_feed_rebuilds_from_history_and_topic_then_follows(settings):
+    HistoryStore(settings.history_db).upsert([
+        aggregate("BTCUSDT", NOW - 10 * MINUTE, 100.0),
+        aggregate("BTCUSDT", NOW - 9 * MINUTE, 101.0),
+        # Older than the topics' retention: a restart does not bring it back.
+        aggregate("BTCUSDT", NOW - timedelta(days=30), 1.0)])
+    feed = KafkaFeed(settings).start()
+    try:
+        assert feed.wait_for_first_answer(30)
+        assert feed.health().topic_exists is False
+        assert prices(feed, "BTCUSDT") == [100.0, 101.0]
+        assert feed.health().history_loaded == 2
+
+        ensure_topics(settings)
+        produce_aggregates(settings, [
+            aggregate("BTCUSDT", NOW - 9 * MINUTE, 101.5),  # replaces the history's value
+            aggregate("BTCUSDT", NOW - 8 * MINUTE, 102.0),
+            aggregate("BTCUSDT", NOW - 8 * MINUTE, 102.5),  # Spark re-emitted the window
+            aggregate("ETHUSDT", NOW - 8 * MINUTE, 3000.0)])
+        produce(settings, settings.output_topic, [(b"BTCUSDT|x", b"{not json"),
+                                                  (b"BTCUSDT|y", None)])
+        produce(settings, settings.dlq_topic, [(None, b"bad tick %d" % i) for i in range(3)])
+
+        wait_for(lambda: prices(feed, "BTCUSDT") == [100.0, 101.5, 102.5]
+                 and prices(feed, "ETHUSDT") == [3000.0], 30, "the topic's latest values")
+        health = wait_for(lambda: (h := feed.health()).dead_letters == 3 and h.malformed == 2
+                          and h.backlog == 0 and h, 30, "dead letters and skipped records")
+        assert health.kafka == "ok" and health.topic_exists and health.records_read == 6
+        assert "offset" in health.last_malformed
+
+        produce_aggregates(settings, [aggregate("ETHUSDT", NOW - 7 * MINUTE, 3001.0)])
+        wait_for(lambda: prices(feed, "ETHUSDT") == [3000.0, 3001.0], 30, "a new window")
+    finally:
+        feed.stop()
+    assert not feed.alive
+
+
+def test_replayed_windows_years_old_are_kept(settings):
+    """Retention counts back from the newest window, not from today: a replay of 2022's
+    klines is still the page's data."""
+    replayed = datetime(2022, 8, 14, 12, 0, tzinfo=timezone.utc)
+    HistoryStore(settings.history_db).upsert([
+        aggregate("ETHUSDT", replayed + i * MINUTE, 1900.0 + i) for i in range(3)])
+    ensure_topics(settings)
+    produce_aggregates(settings, [aggregate("ETHUSDT", replayed + 3 * MINUTE, 1903.0)])
+    feed = KafkaFeed(settings).start()
+    try:
+        wait_for(lambda: prices(feed, "ETHUSDT") == [1900.0, 1901.0, 1902.0, 1903.0], 30,
+                 "the replayed windows")
+        assert feed.wait_for_first_answer(30)
+        assert prices(feed, "ETHUSDT") == [1900.0, 1901.0, 1902.0, 1903.0]
+    finally:
+        feed.stop()
+
+
+def test_feed_reconnects_by_itself_when_kafka_comes_back(settings, tmp_path):
+    from crypto_pipeline.kafka_io.embedded import EmbeddedKafka
+
+    broker = EmbeddedKafka(tmp_path / "kafka", tmp_path / "kafka-logs",
+                           port=free_port(consecutive=2), heap="256m").start(timeout=120)
+    settings = settings.replace(kafka_bootstrap_servers=broker.bootstrap_servers)
+    feed = KafkaFeed(settings).start()
+    try:
+        ensure_topics(settings)
+        produce_aggregates(settings, [aggregate("BTCUSDT", NOW, 100.0)])
+        wait_for(lambda: prices(feed, "BTCUSDT") == [100.0], 30, "the first window")
+
+        broker.stop()
+        wait_for(lambda: feed.health().kafka == "unreachable", 30, "the feed to notice")
+        assert prices(feed, "BTCUSDT") == [100.0], "what was read stays on show"
+
+        broker.start(timeout=120)
+        produce_aggregates(settings, [aggregate("BTCUSDT", NOW + MINUTE, 101.0)])
+        wait_for(lambda: prices(feed, "BTCUSDT") == [100.0, 101.0], 60,
+                 "the feed to reconnect and read on")
+        assert feed.health().kafka == "ok" and feed.health().records_read == 2
+    finally:
+        feed.stop()
+        broker.stop()

@@ -1,0 +1,201 @@
+"""The Spark job end to end with a real broker: exact aggregates across a restart, poison
+to the dead-letter topic, a failing batch stops the job, the entry point stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.paths import PROJECT_ROOT
+from crypto_pipeline.core.schema import Tick
+from crypto_pipeline.core.settings import Duration
+from crypto_pipeline.kafka_io.topics import ensure_topics
+from crypto_pipeline.streaming.job import StreamingJob, kafka_backlog, one_line, total_offset
+from support.helpers import (
+    free_port,
+    history_by_key,
+    latest_by_key,
+    produce,
+    produce_ticks,
+    read_topic,
+    spark_status,
+    wait_for,
+    windows,
+)
+from support.oracle import mismatches
+from support.tick_scenarios import POISON, out_of_order, replay_ticks, shifted, with_duplicates
+
+pytestmark = pytest.mark.integration
+
+FAST = Duration.parse("200 milliseconds")
+
+
+def processed(job: StreamingJob) -> int:
+    """Input records the aggregates query has fully processed; fails at once if it died."""
+    query = job.queries[0]
+    assert query.exception() is None, query.exception()
+    progress = query.lastProgress
+    return total_offset(progress["sources"][0]["endOffset"]) if progress else 0
+
+
+def test_restart_from_the_checkpoint_loses_and_double_counts_nothing(spark, kafka, settings):
+    # One partition: the ticks arrive in exactly the order sent, so none is later than
+    # the watermark allows (with several partitions Spark may read one ahead of another).
+    settings = settings.replace(topic_partitions=1, max_offsets_per_trigger=150,
+                                trigger_interval=FAST)
+    ensure_topics(settings)
+    btc = replay_ticks("BTCUSDT-1m-2025-08-01_2025-08-10.csv", minutes=45)
+    eth = replay_ticks("ETHUSDT-1m-2022-08-14.csv", minutes=45, with_quantity=True)
+    eth = shifted(eth, btc[0].event_time - eth[0].event_time)
+    ticks = sorted(btc + eth, key=lambda t: t.event_time)
+    delivered = with_duplicates(out_of_order(ticks, 60, seed=1), 0.1, 30, seed=2)
+    produce_ticks(settings, delivered)
+
+    first = StreamingJob(spark, settings)
+    first.start()
+    try:
+        wait_for(lambda: processed(first) > 0, 120, "the first micro-batch")
+    finally:
+        assert first.stop() == 0
+    assert spark_status(settings.run_dir).state == "stopped"
+    assert 0 < processed(first) < len(delivered), "stopped mid-stream"
+
+    second = StreamingJob(spark, settings)
+    second.start()
+    try:
+        wait_for(lambda: processed(second) == len(delivered), 120, "every tick processed")
+        actual = latest_by_key(read_topic(kafka, settings.output_topic, idle=0.3))
+        assert mismatches(actual, windows(ticks, settings)) == []
+        assert mismatches(history_by_key(settings), windows(ticks, settings)) == []
+
+        # A tick ten minutes on moves the watermark past every window so far; a tick
+        # older than the watermark after that is dropped and counted, not aggregated.
+        later = Tick("BTCUSDT", 120000.0, ticks[-1].event_time + timedelta(minutes=10), "late")
+        produce_ticks(settings, [later])
+        wait_for(lambda: processed(second) == len(delivered) + 1, 60, "the later tick")
+        too_late = Tick("BTCUSDT", 1.0, ticks[-1].event_time, "late")
+        produce_ticks(settings, [too_late])
+        wait_for(lambda: spark_status(settings.run_dir).late_rows == 1, 60,
+                 "the late tick to be dropped")
+        expected = windows(ticks + [later], settings)
+        assert mismatches(latest_by_key(read_topic(kafka, settings.output_topic, idle=0.3)),
+                          expected) == []
+        assert mismatches(history_by_key(settings), expected) == []
+        assert len(HistoryStore(settings.history_db).load()) == len(expected)
+        status = spark_status(settings.run_dir)
+        assert status.state == "active" and status.backlog == 0
+        assert status.query_id == str(second.queries[0].id) == str(first.queries[0].id)
+        assert status.dlq_rows == 0 and status.state_rows > 0
+    finally:
+        second.stop()
+
+
+def test_poison_goes_to_the_dead_letter_topic_and_the_job_keeps_running(spark, kafka, settings):
+    settings = settings.replace(trigger_interval=FAST)
+    ensure_topics(settings)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    good = [Tick("BTCUSDT", 97000.0, now - timedelta(seconds=2), "test"),
+            Tick("BTCUSDT", 97010.0, now - timedelta(seconds=1), "test")]
+    produce_ticks(settings, good[:1])
+    sent = produce(settings, [(b"BTCUSDT", value.encode() if isinstance(value, str) else value)
+                              for value, _ in POISON.values()])
+    produce_ticks(settings, good[1:])
+    origins = {(meta.partition, meta.offset): poison
+               for meta, poison in zip(sent, POISON.values())}
+
+    job = StreamingJob(spark, settings)
+    job.start()
+    try:
+        letters = read_topic(kafka, settings.dlq_topic, min_records=len(POISON), timeout=120,
+                             idle=0.5)
+        assert len(letters) == len(POISON)
+        for record in letters:
+            letter = json.loads(record.value)
+            assert record.key == b"BTCUSDT" and letter["source_topic"] == settings.input_topic
+            value, reason = origins[(letter["source_partition"], letter["source_offset"])]
+            assert letter["reason"] == reason
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            assert letter["value"] == text
+
+        aggregates = wait_for(lambda: latest_by_key(read_topic(
+            kafka, settings.output_topic, idle=0.2, timeout=5)), 60, "aggregates")
+        assert {a["count"] for a in aggregates.values()} == {2}
+        assert all(query.isActive and query.exception() is None for query in job.queries)
+        wait_for(lambda: spark_status(settings.run_dir).dlq_rows == len(POISON), 30,
+                 "the status to count the dead letters")
+    finally:
+        job.stop()
+
+
+def test_a_failing_batch_stops_the_job_with_its_error(spark, settings, tmp_path):
+    # A directory where the history database should be: every batch's upsert fails.
+    settings = settings.replace(history_db=tmp_path, trigger_interval=FAST)
+    ensure_topics(settings)
+    produce_ticks(settings, [Tick("BTCUSDT", 97000.0, datetime.now(timezone.utc), "test")])
+    job = StreamingJob(spark, settings)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(job.run)
+        try:
+            exit_code = running.result(timeout=120)
+        finally:
+            job.request_stop()
+    assert exit_code == 1
+    status = spark_status(settings.run_dir)
+    assert status.state == "failed"
+    assert status.last_error == "sqlite3.OperationalError: unable to open database file"
+
+
+def test_the_entry_point_reports_status_and_stops_cleanly_on_sigterm(kafka, settings, tmp_path):
+    ensure_topics(settings)
+    produce_ticks(settings, [Tick("ETHUSDT", 3000.5, datetime.now(timezone.utc), "test")])
+    ui_port = free_port()
+    env = {**os.environ,
+           **{name.upper(): str(value) for name, value in {
+               "kafka_bootstrap_servers": kafka, "input_topic": settings.input_topic,
+               "output_topic": settings.output_topic, "dlq_topic": settings.dlq_topic,
+               "checkpoint_dir": settings.checkpoint_dir, "history_db": settings.history_db,
+               "run_dir": settings.run_dir, "spark_ui_port": ui_port, "spark_master": "local[2]",
+               "trigger_interval": "500 milliseconds", "shuffle_partitions": 2}.items()}}
+    log_file = tmp_path / "streaming_app.log"
+    with open(log_file, "wb") as log:
+        app = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "src" / "streaming_app.py")],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def active():
+            assert app.poll() is None, log_file.read_text()[-3000:]
+            status = spark_status(settings.run_dir)
+            return status.state == "active" and status.batch_id >= 0 and status
+
+        status = wait_for(active, 120, "the job to report an active query")
+        assert status.input_rows >= 1 and status.last_error is None
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/", timeout=10) as page:
+            assert page.status == 200
+        assert read_topic(kafka, settings.output_topic, min_records=1, timeout=30)
+
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(timeout=60) == 0, log_file.read_text()[-3000:]
+        assert spark_status(settings.run_dir).state == "stopped"
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+
+
+def test_backlog_and_error_lines():
+    assert kafka_backlog('{"t": {"0": 5, "1": 7}}', '{"t": {"0": 9, "1": 7}}') == 4
+    assert kafka_backlog(None, '{"t": {"0": 9}}') is None
+    assert one_line(RuntimeError("\n  first line\nsecond")) == "first line"
+    assert one_line(RuntimeError("")) == "RuntimeError"
+    python_error = ("An exception was raised by the Python Proxy. Return Message: Traceback "
+                    "(most recent call last):\n  File \"x.py\", line 1, in f\n    g()\n"
+                    "ValueError: bad\n\n=== Streaming Query ===\nIdentifier: q\n")
+    assert one_line(python_error) == "ValueError: bad"

@@ -1,0 +1,87 @@
+"""Known aggregates for the dashboard tests, and the ways they reach the dashboard."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from crypto_pipeline.core.schema import AGGREGATE_FIELDS, aggregate_key, format_time
+from crypto_pipeline.core.settings import Settings
+from crypto_pipeline.kafka_io.clients import client_config
+from support.helpers import free_port
+
+WINDOW = timedelta(minutes=5)
+
+
+def aggregate(symbol: str, window_start: datetime, avg: float, *, low: float | None = None,
+              high: float | None = None, count: int = 10,
+              emitted_at: datetime | None = None) -> dict[str, Any]:
+    """A complete aggregate record (parsed form: times as aware datetimes)."""
+    low = avg * 0.999 if low is None else low
+    high = avg * 1.001 if high is None else high
+    record = {
+        "symbol": symbol, "window_start": window_start, "window_end": window_start + WINDOW,
+        "avg_price": avg, "min_price": low, "max_price": high, "count": count,
+        "spread": high - low, "open_price": low, "close_price": high,
+        "pct_change": 100 * (high - low) / low, "stddev_price": None, "volume": None,
+        "vwap": None, "last_event_time": window_start + WINDOW - timedelta(seconds=1),
+        "emitted_at": emitted_at or datetime.now(timezone.utc),
+    }
+    assert tuple(record) == tuple(f.name for f in AGGREGATE_FIELDS)
+    return record
+
+
+def message(record: dict[str, Any]) -> tuple[bytes, bytes]:
+    """(key, value) of a record as the Spark job writes it to OUTPUT_TOPIC."""
+    value = {k: format_time(v) if isinstance(v, datetime) else v for k, v in record.items()}
+    return (aggregate_key(record["symbol"], value["window_start"]).encode(),
+            json.dumps(value).encode())
+
+
+def produce(settings: Settings, topic: str,
+            messages: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(acks="all", **client_config(settings))
+    try:
+        for key, value in messages:
+            producer.send(topic, key=key, value=value).get(timeout=10)
+    finally:
+        producer.close(timeout=5)
+
+
+def produce_aggregates(settings: Settings, records: Iterable[dict[str, Any]]) -> None:
+    produce(settings, settings.output_topic, (message(r) for r in records))
+
+
+# --- reading an AppTest of the page ---------------------------------------------------
+
+def texts(elements):
+    return [element.value for element in elements]
+
+
+def kpi(at, symbol, name):
+    metric = at.get_by_key(f"kpi-{symbol}-{name}").metric[0]
+    return metric.value, metric.delta
+
+
+def metric_value(at, key):
+    """The value of the metric in the keyed container, None while it is not drawn."""
+    try:
+        return at.get_by_key(key).metric[0].value
+    except KeyError:
+        return None
+
+
+def shows(at, what):
+    """Rerun the script (AppTest's timers do not fire) and check it shows `what`."""
+    at.run()
+    assert not at.exception, at.exception
+    return what(at)
+
+
+def offline_settings(tmp_path, **changes) -> Settings:
+    return Settings.load(environ={}, env_file=None).replace(
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", history_db=tmp_path / "h.sqlite",
+        run_dir=tmp_path / "run", **changes)

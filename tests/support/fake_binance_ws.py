@@ -1,0 +1,337 @@
+"""A local stand-in for Binance's WebSocket market streams that can be told to misbehave.
+
+It speaks like the real combined-stream endpoint (see ../shared/notes/binance-api.md,
+"WebSocket market streams"), so the producer's real WebSocket client is tested against it:
+
+    GET /stream?streams=btcusdt@trade/ethusdt@trade     (lower case, at most 1,024 streams)
+
+upgrades to a WebSocket that carries every trade of those symbols from then on, each as
+{"stream":"btcusdt@trade","data":{"e":"trade","E":..,"s":"BTCUSDT","t":..,"p":"..",
+"q":"..","T":..,"m":..,"M":true}}. A market thread makes `trades_per_second` trades per
+symbol of `prices` (0: only those `publish()` makes), trade ids consecutive per symbol;
+every connection subscribed to a symbol gets the same trades, as two connections to
+Binance do. The server pings every `ping_interval` seconds and drops a connection whose
+pong does not come within `ping_timeout`, and closes a connection once it is `lifetime`
+seconds old (Binance: 20 s, a minute, 24 h). `drop()` cuts every connection without a
+closing handshake, `send_raw(text)` sends anything (garbage), `refuse(status)` answers
+new handshakes with an HTTP error. Every connection is recorded: its streams, the trades
+sent on it, pings sent and pongs received, and how it ended.
+
+In tests: the `fake_binance_ws` fixture. As a process (for end-to-end tests of the
+producer's entry point), `fake_binance_ws_process()` or
+
+    python tests/fake_binance_ws.py --port 8766   # prints its URL, serves until SIGTERM
+
+and, from outside, `GET /fake/drop`, `GET /fake/send?text=...`, `GET /fake/connections`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import re
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.sync.server import Server, ServerConnection, serve
+
+from support.fake_binance import DEFAULT_PRICES
+from support.stand_ins import serve_until_signalled, stand_in_process
+
+log = logging.getLogger("fake_binance_ws")
+
+MAX_STREAMS = 1024
+STREAM_RE = re.compile(r"^[a-z0-9]{2,20}@trade$")
+FIRST_TRADE_ID = 5_000_000_000  # beyond 32 bits, as Binance's ids are
+# How often a connection's thread looks at the clock (lifetime) when no trade comes.
+IDLE_SECONDS = 0.05
+
+
+@dataclass
+class ServedConnection:
+    number: int
+    streams: tuple[str, ...]
+    opened: float  # time.monotonic()
+    ended: float | None = None
+    end: str | None = None  # client closed, lifetime, dropped, no pong, server stopped
+    pings: int = 0
+    pongs: int = 0
+    sent: list[tuple[str, int]] = field(default_factory=list)  # (symbol, trade id)
+    outbox: list[str] = field(default_factory=list, repr=False)
+    drop_requested: bool = field(default=False, repr=False)
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        return frozenset(stream.split("@")[0].upper() for stream in self.streams)
+
+    def summary(self) -> dict[str, Any]:
+        return {"number": self.number, "streams": list(self.streams), "end": self.end,
+                "pings": self.pings, "pongs": self.pongs, "trades_sent": len(self.sent)}
+
+
+def streams_of(path: str) -> tuple[str, ...]:
+    """The streams a combined-stream request asks for; ValueError says what is wrong with
+    them, LookupError that the path is not /stream."""
+    url = urlsplit(path)
+    if url.path != "/stream":
+        raise LookupError(url.path)
+    raw = parse_qs(url.query).get("streams", [""])[-1]
+    streams = tuple(raw.split("/")) if raw else ()
+    if not streams:
+        raise ValueError("no streams")
+    bad = [s for s in streams if not STREAM_RE.match(s)]
+    if bad:
+        raise ValueError(f"invalid stream name {bad[0]!r} (lower-case <symbol>@trade)")
+    if len(streams) > MAX_STREAMS:
+        raise ValueError(f"{len(streams)} streams; at most {MAX_STREAMS} per connection")
+    return streams
+
+
+class FakeBinanceWs:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+                 prices: dict[str, float] | None = None, trades_per_second: float = 20.0,
+                 ping_interval: float | None = 20.0, ping_timeout: float = 60.0,
+                 lifetime: float | None = None, seed: int = 7):
+        self.prices = dict(DEFAULT_PRICES if prices is None else prices)
+        self.trades_per_second = trades_per_second
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.lifetime = lifetime
+        self.trades: list[dict[str, Any]] = []
+        self.connections: list[ServedConnection] = []
+        self._next_id = {symbol: FIRST_TRADE_ID for symbol in self.prices}
+        self._refusal: int | None = None
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        # The library's own keepalive is off: this server pings itself, to count pongs.
+        self._server: Server = serve(self._serve, host, port, process_request=self._request,
+                                     ping_interval=None, close_timeout=1.0)
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.socket.getsockname()[:2]
+        return f"ws://{host}:{port}"
+
+    def start(self) -> "FakeBinanceWs":
+        self._threads = [threading.Thread(target=self._server.serve_forever, daemon=True,
+                                          name="fake-binance-ws")]
+        if self.trades_per_second:
+            self._threads.append(threading.Thread(target=self._market, daemon=True,
+                                                  name="fake-binance-ws-market"))
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        with self._changed:
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: not self.open_connections(), timeout=5)
+        for thread in self._threads:
+            thread.join(5)
+
+    def __enter__(self) -> "FakeBinanceWs":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what tests do -------------------------------------------------------------------
+
+    def publish(self, symbol: str, price: float | None = None,
+                quantity: float | None = None) -> dict[str, Any]:
+        """Make one trade now (sent to every connection subscribed to its symbol); its
+        price moves a little from the last one unless given."""
+        with self._changed:
+            if price is None:
+                price = self.prices[symbol] * (1 + self._rng.gauss(0, 0.0002))
+            self.prices[symbol] = price
+            trade_id = self._next_id.setdefault(symbol, FIRST_TRADE_ID)
+            self._next_id[symbol] = trade_id + 1
+            now = int(time.time() * 1000)
+            trade = {"e": "trade", "E": now, "s": symbol, "t": trade_id, "p": f"{price:.8f}",
+                     "q": f"{quantity or self._rng.uniform(0.0001, 2):.8f}", "T": now,
+                     "m": self._rng.random() < 0.5, "M": True}
+            self.trades.append(trade)
+            self._changed.notify_all()
+            return trade
+
+    def drop(self) -> None:
+        """Cut every open connection as a network failure would: no closing handshake."""
+        with self._changed:
+            for connection in self.open_connections():
+                connection.drop_requested = True
+            self._changed.notify_all()
+
+    def send_raw(self, text: str) -> None:
+        """Send `text` as it is on every open connection, before any trade made after."""
+        with self._changed:
+            for connection in self.open_connections():
+                connection.outbox.append(text)
+            self._changed.notify_all()
+
+    def refuse(self, status: int | None) -> None:
+        """Answer new handshakes with this HTTP status (451: a restricted location);
+        None: accept them again."""
+        with self._lock:
+            self._refusal = status
+
+    def open_connections(self) -> list[ServedConnection]:
+        return [c for c in self.connections if c.end is None]
+
+    def sent_trades(self) -> list[tuple[str, int]]:
+        """(symbol, trade id) of every trade sent on any connection, each once."""
+        with self._lock:
+            return sorted({trade for c in self.connections for trade in c.sent})
+
+    # --- serving -------------------------------------------------------------------------
+
+    def _market(self) -> None:
+        interval = 1 / self.trades_per_second
+        due = time.monotonic()
+        while not self._stopping.wait(max(0.0, due - time.monotonic())):
+            for symbol in list(self.prices):
+                self.publish(symbol)
+            due += interval
+
+    def _request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path.startswith("/fake/"):
+            return self._control(connection, url.path, parse_qs(url.query))
+        with self._lock:
+            refusal = self._refusal
+        if refusal is not None:
+            return connection.respond(refusal, f"refused with HTTP {refusal}\n")
+        try:
+            streams_of(request.path)
+        except LookupError:
+            return connection.respond(404, "not found\n")
+        except ValueError as err:
+            return connection.respond(400, f"{err}\n")
+        return None
+
+    def _control(self, connection: ServerConnection, path: str,
+                 params: dict[str, list[str]]) -> Response:
+        if path == "/fake/drop":
+            self.drop()
+        elif path == "/fake/send" and "text" in params:
+            self.send_raw(params["text"][-1])
+        elif path == "/fake/connections":
+            with self._lock:
+                return connection.respond(200, json.dumps(
+                    [c.summary() for c in self.connections]))
+        else:
+            return connection.respond(404, "not found\n")
+        return connection.respond(200, "ok\n")
+
+    def _end(self, connection: ServedConnection, how: str) -> None:
+        with self._changed:
+            if connection.end is None:
+                connection.end, connection.ended = how, time.monotonic()
+            self._changed.notify_all()
+
+    def _serve(self, ws: ServerConnection) -> None:
+        with self._changed:
+            connection = ServedConnection(len(self.connections) + 1,
+                                          streams_of(ws.request.path), time.monotonic())
+            self.connections.append(connection)
+            cursor = len(self.trades)  # a subscription starts with the next trade
+        log.info("connection %d opened: %s", connection.number, ",".join(connection.streams))
+        if self.ping_interval:
+            threading.Thread(target=self._keepalive, args=(ws, connection), daemon=True,
+                             name=f"fake-binance-ws-ping-{connection.number}").start()
+        symbols = connection.symbols
+        try:
+            while connection.end is None:
+                with self._changed:
+                    self._changed.wait_for(lambda: len(self.trades) > cursor or
+                                           connection.outbox or connection.drop_requested or
+                                           connection.end or self._stopping.is_set(),
+                                           timeout=IDLE_SECONDS)
+                    trades, cursor = self.trades[cursor:], len(self.trades)
+                    outbox, connection.outbox = connection.outbox, []
+                if ws.state is State.CLOSED:  # first: a client that closed before a stop
+                    self._end(connection, "client closed")
+                elif self._stopping.is_set():
+                    self._end(connection, "server stopped")
+                    ws.close(CloseCode.GOING_AWAY)
+                elif connection.drop_requested:
+                    self._end(connection, "dropped")
+                    ws.socket.shutdown(socket.SHUT_RDWR)
+                elif self.lifetime is not None and \
+                        time.monotonic() - connection.opened >= self.lifetime:
+                    self._end(connection, "lifetime")
+                    ws.close(CloseCode.NORMAL_CLOSURE, "connection lifetime reached")
+                else:
+                    for text in outbox:
+                        ws.send(text)
+                    for trade in trades:
+                        if trade["s"] in symbols:
+                            ws.send(json.dumps({"stream": f"{trade['s'].lower()}@trade",
+                                                "data": trade}, separators=(",", ":")))
+                            connection.sent.append((trade["s"], trade["t"]))
+        except ConnectionClosed:
+            self._end(connection, "client closed")
+        except OSError as err:
+            self._end(connection, f"socket error: {err}")
+        log.info("connection %d ended: %s", connection.number, connection.end)
+
+    def _keepalive(self, ws: ServerConnection, connection: ServedConnection) -> None:
+        """Binance's rule: a ping every `ping_interval`, and a connection whose pong does not
+        come within `ping_timeout` is dropped."""
+        while not self._stopping.wait(self.ping_interval) and connection.end is None:
+            try:
+                pong = ws.ping()
+            except ConnectionClosed:
+                return
+            connection.pings += 1
+            if pong.wait(self.ping_timeout):
+                connection.pongs += 1
+                continue
+            if connection.end is None:
+                self._end(connection, "no pong")
+                ws.close(CloseCode.POLICY_VIOLATION, "pong timeout")
+            return
+
+
+def fake_binance_ws_process(*options: str):
+    """The stand-in as a process of its own, and its URL (see stand_ins.stand_in_process);
+    `options` are its command-line options (--trades-per-second 5 ...)."""
+    return stand_in_process(__name__, *options)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="0 = any free port")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--trades-per-second", type=float, default=5.0,
+                        help="trades per symbol and second")
+    parser.add_argument("--ping-interval", type=float, default=20.0)
+    parser.add_argument("--ping-timeout", type=float, default=60.0)
+    parser.add_argument("--lifetime", type=float, default=24 * 3600.0,
+                        help="seconds after which a connection is closed")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    serve_until_signalled(FakeBinanceWs(
+        args.host, args.port, trades_per_second=args.trades_per_second,
+        ping_interval=args.ping_interval, ping_timeout=args.ping_timeout, lifetime=args.lifetime))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

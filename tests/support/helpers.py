@@ -1,0 +1,156 @@
+"""Test helpers: waiting with a deadline, free ports (from processes.py), reading and
+writing topics, the oracle's windows and the history store in the topic's form, the
+environment of a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from typing import Any, Callable, TypeVar
+
+from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.processes import free_port  # noqa: F401 - re-exported for the tests
+from crypto_pipeline.core.schema import aggregate_key, format_time
+from crypto_pipeline.core.status import (
+    ProducerStatus,
+    SparkStatus,
+    SupervisorStatus,
+    supervisor_file,
+)
+from crypto_pipeline.kafka_io.clients import client_config
+from crypto_pipeline.streaming.job import total_offset
+from support.oracle import expected_windows
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str,
+             interval: float = 0.1) -> T:
+    """Poll `condition` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+            if result:
+                return result
+        except AssertionError as err:
+            last_error = err
+        time.sleep(interval)
+    detail = f" (last: {last_error})" if last_error else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+
+
+def eventually(condition: Callable[[], Any], timeout: float, interval: float = 1.0) -> bool:
+    """Whether `condition` turns truthy within `timeout`: `wait_for` without the failure,
+    for a test that records what it saw before it asserts."""
+    try:
+        wait_for(condition, timeout, "a condition", interval)
+        return True
+    except AssertionError:
+        return False
+
+
+def read_topic(bootstrap: str, topic: str, *, min_records: int = 0, timeout: float = 10.0,
+               idle: float = 1.0) -> list[Any]:
+    """Every record on `topic` from the beginning: waits until at least `min_records` are
+    read (failing at the deadline), then until `idle` seconds pass without a new one."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout
+        partitions = wait_for(lambda: consumer.partitions_for_topic(topic), timeout,
+                              f"topic {topic} to exist")
+        assigned = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        records: list[Any] = []
+        last_new = time.monotonic()
+        while True:
+            batch = consumer.poll(timeout_ms=100)
+            for part in batch.values():
+                records.extend(part)
+            if batch:
+                last_new = time.monotonic()
+            now = time.monotonic()
+            if len(records) >= min_records and now - last_new >= idle:
+                return records
+            if now > deadline:
+                if len(records) >= min_records:
+                    return records
+                raise AssertionError(f"read {len(records)} records from {topic} in "
+                                     f"{timeout:.0f}s, expected at least {min_records}")
+    finally:
+        consumer.close()
+
+
+def latest_by_key(records: list[Any]) -> dict[str, dict]:
+    """Kafka records with JSON values -> {key: value of the last record with that key}."""
+    return {r.key.decode(): json.loads(r.value) for r in records}
+
+
+def process_env(settings, **extra: str) -> dict[str, str]:
+    """The environment of a child process that loads exactly `settings` (plus `extra`):
+    this process's, with every setting overridden (to_environ sets each one)."""
+    return {**os.environ, **settings.to_environ(), **extra}
+
+
+def produce(settings, records) -> list:
+    """Send (key, value) pairs to INPUT_TOPIC; returns where each landed (partition, offset)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(acks="all", **client_config(settings))
+    try:
+        sent = [producer.send(settings.input_topic, key=key, value=value)
+                for key, value in records]
+        producer.flush()
+        return [future.get(timeout=10) for future in sent]
+    finally:
+        producer.close()
+
+
+def produce_ticks(settings, ticks) -> None:
+    produce(settings, [(t.key, t.to_json()) for t in ticks])
+
+
+def windows(ticks, settings) -> dict[str, dict]:
+    """The oracle's aggregates of `ticks` under the window settings of `settings`."""
+    return expected_windows(ticks, settings.window_duration.seconds,
+                            settings.window_slide.seconds)
+
+
+def history_by_key(settings) -> dict[str, dict]:
+    """The history store as the topic's JSON would have it."""
+    def as_json(value):
+        return format_time(value) if isinstance(value, datetime) else value
+
+    return {aggregate_key(row["symbol"], format_time(row["window_start"])):
+            {name: as_json(value) for name, value in row.items()}
+            for row in HistoryStore(settings.history_db).load()}
+
+
+def spark_status(run_dir) -> SparkStatus:
+    """The Spark job's status file (an empty one before the job wrote it)."""
+    return SparkStatus.read(run_dir) or SparkStatus()
+
+
+def producer_status(run_dir) -> ProducerStatus:
+    """The producer's status file (an empty one before the producer wrote it)."""
+    return ProducerStatus.read(run_dir) or ProducerStatus()
+
+
+def supervisor_status(run_dir, name: str) -> SupervisorStatus:
+    """A supervisor's status file (an empty one before it wrote it)."""
+    return SupervisorStatus.read(run_dir, supervisor_file(name)) or SupervisorStatus()
+
+
+def processed(job) -> int:
+    """Input records the job's aggregates query has fully processed; fails at once if it
+    died."""
+    query = job.queries[0]
+    assert query.exception() is None, query.exception()
+    progress = query.lastProgress
+    return total_offset(progress["sources"][0]["endOffset"]) if progress else 0

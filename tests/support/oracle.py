@@ -1,0 +1,107 @@
+"""An independent calculation of the job's window statistics, in plain Python.
+
+Written from the definition, not from the Spark code: a window is [start, start +
+duration) with start a multiple of the slide counted from the Unix epoch; a tick belongs
+to every window that contains its event time. A tick seen twice (same symbol, event time,
+source and event id) counts once. Times are whole microseconds, as Spark keeps them.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from crypto_pipeline.core.schema import Tick, aggregate_key, format_time
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EXACT = ("symbol", "window_start", "window_end", "count", "min_price", "max_price",
+         "open_price", "close_price", "spread", "last_event_time")
+RELATIVE = ("avg_price", "stddev_price", "pct_change", "volume", "vwap")
+
+
+def micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+def window_starts(event_micros: int, duration: int, slide: int) -> list[int]:
+    """Starts of the windows holding this instant: multiples of `slide` in
+    (event - duration, event]."""
+    latest = event_micros - event_micros % slide
+    return list(range(latest, event_micros - duration, -slide))
+
+
+def expected_windows(ticks: Iterable[Tick], duration_seconds: float,
+                     slide_seconds: float) -> dict[str, dict[str, Any]]:
+    """{`SYMBOL|window_start`: the aggregate as the job's JSON has it (times as text)}."""
+    duration, slide = round(duration_seconds * 1e6), round(slide_seconds * 1e6)
+    unique: dict[tuple, Tick] = {}
+    for tick in ticks:
+        unique.setdefault((tick.symbol, micros(tick.event_time), tick.source, tick.event_id),
+                         tick)
+    members: dict[tuple[str, int], list[Tick]] = defaultdict(list)
+    for (symbol, at, _, _), tick in unique.items():
+        for start in window_starts(at, duration, slide):
+            members[(symbol, start)].append(tick)
+    return {aggregate_key(symbol, format_time(from_micros(start))):
+            _statistics(symbol, start, start + duration, window_ticks)
+            for (symbol, start), window_ticks in members.items()}
+
+
+def _statistics(symbol: str, start: int, end: int, ticks: list[Tick]) -> dict[str, Any]:
+    prices = [t.price for t in ticks]
+    by_time = sorted(ticks, key=lambda t: t.event_time)
+    first, last = by_time[0].price, by_time[-1].price
+    traded = [t for t in ticks if t.quantity is not None]
+    volume = math.fsum(t.quantity for t in traded) if traded else None
+    return {
+        "symbol": symbol,
+        "window_start": format_time(from_micros(start)),
+        "window_end": format_time(from_micros(end)),
+        "count": len(prices),
+        "avg_price": math.fsum(prices) / len(prices),
+        "min_price": min(prices),
+        "max_price": max(prices),
+        "spread": max(prices) - min(prices),
+        "open_price": first,
+        "close_price": last,
+        "pct_change": 100 * (last - first) / first,
+        "stddev_price": statistics.stdev(prices) if len(prices) > 1 else None,
+        "volume": volume,
+        "vwap": (math.fsum(t.price * t.quantity for t in traded) / volume) if volume else None,
+        "last_event_time": format_time(by_time[-1].event_time),
+    }
+
+
+def mismatches(actual: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]],
+               limit: int = 5) -> list[str]:
+    """How `actual` (key -> aggregate JSON) differs from the oracle; [] when it matches:
+    the same keys, exact counts/extremes/open/close/times, the rest within 1e-9 relative."""
+    problems = []
+    for key in sorted(expected.keys() - actual.keys())[:limit]:
+        problems.append(f"missing {key}")
+    for key in sorted(actual.keys() - expected.keys())[:limit]:
+        problems.append(f"unexpected {key}")
+    for key in sorted(expected.keys() & actual.keys()):
+        want, got = expected[key], actual[key]
+        for name in EXACT:
+            if got.get(name) != want[name]:
+                problems.append(f"{key} {name}: {got.get(name)!r} != {want[name]!r}")
+        for name in RELATIVE:
+            if not _close(got.get(name), want[name]):
+                problems.append(f"{key} {name}: {got.get(name)!r} !~ {want[name]!r}")
+        if len(problems) >= limit:
+            break
+    return problems
+
+
+def _close(got: float | None, want: float | None) -> bool:
+    if got is None or want is None:
+        return got is want
+    return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9 if want == 0 else 0.0)
