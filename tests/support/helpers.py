@@ -19,6 +19,7 @@ from crypto_pipeline.core.status import (
     SupervisorStatus,
     supervisor_file,
 )
+from crypto_pipeline.core.waiting import WaitTimeout, wait_until
 from crypto_pipeline.kafka_io.clients import client_config
 from crypto_pipeline.streaming.job import total_offset
 from support.oracle import expected_windows
@@ -28,19 +29,22 @@ T = TypeVar("T")
 
 def wait_for(condition: Callable[[], T], timeout: float, what: str,
              interval: float = 0.1) -> T:
-    """Poll `condition` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    """Poll `condition` until it returns something truthy; fail the test naming `what` at
+    the deadline. A condition may assert: the last failed assertion is named too."""
+    failed: list[AssertionError] = []
+
+    def attempt() -> T | None:
         try:
-            result = condition()
-            if result:
-                return result
+            return condition()
         except AssertionError as err:
-            last_error = err
-        time.sleep(interval)
-    detail = f" (last: {last_error})" if last_error else ""
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+            failed.append(err)
+            return None
+
+    try:
+        return wait_until(attempt, timeout, what, interval=interval,
+                          reason=lambda: f"last: {failed[-1]}" if failed else None)
+    except WaitTimeout as err:
+        raise AssertionError(f"timed out: {err}") from None
 
 
 def eventually(condition: Callable[[], Any], timeout: float, interval: float = 1.0) -> bool:
