@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from crypto_pipeline.binance.ws import BadMessage, RecentTrades, combined_stream_urls, parse_trade
+from crypto_pipeline.binance.ws import BadMessage, combined_stream_urls, parse_trade
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.producer.app import build_source
 
@@ -68,15 +68,11 @@ def test_one_combined_stream_per_1024_symbols_with_lower_case_names():
         "ws://h:1/stream?streams=ausdt@trade/busdt@trade", "ws://h:1/stream?streams=cusdt@trade"]
 
 
-def test_a_trade_goes_through_once_and_ids_are_per_symbol():
-    recent = RecentTrades(capacity=3)
+def test_a_trade_is_positioned_by_its_id_per_symbol():
     btc, eth = parse_trade(message(), SYMBOLS), parse_trade(
         message(stream="ethusdt@trade", s="ETHUSDT"), SYMBOLS)
-    assert recent.first_sighting(btc) and recent.first_sighting(eth)  # same id, two symbols
-    assert not recent.first_sighting(btc) and not recent.first_sighting(eth)
-    for trade_id in (1, 2, 3):  # the oldest are forgotten beyond the capacity
-        assert recent.first_sighting(parse_trade(message(t=trade_id), SYMBOLS))
-    assert recent.first_sighting(btc)
+    assert btc.position == eth.position == int(btc.event_id)  # ids count per symbol
+    assert parse_trade(message(t=7), SYMBOLS).position == 7
 
 
 def test_the_producer_builds_the_trade_stream_for_binance_ws():

@@ -227,7 +227,8 @@ def sasl_settings(settings: Settings, bootstrap: str, password: str) -> Settings
 
 def run_producer(settings: Settings) -> tuple[ProducerApp, threading.Event, threading.Thread]:
     stop = threading.Event()
-    app = ProducerApp(settings, build_source(settings), KafkaTickSink(settings))
+    source = build_source(settings)
+    app = ProducerApp(settings, source, KafkaTickSink(settings, origin=source.origin))
     thread = threading.Thread(target=app.run, args=(stop,), daemon=True, name="producer")
     thread.start()
     return app, stop, thread

@@ -14,16 +14,18 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from crypto_pipeline.core.errors import one_line
 from crypto_pipeline.core.history import HistoryStore
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.schema import Tick
-from crypto_pipeline.core.settings import Duration
+from crypto_pipeline.core.settings import EXIT_CONFIG_ERROR, Duration
 from crypto_pipeline.kafka_io.topics import ensure_topics
-from crypto_pipeline.streaming.job import StreamingJob, kafka_backlog, one_line, total_offset
+from crypto_pipeline.streaming.job import StreamingJob, kafka_backlog
 from support.helpers import (
     free_port,
     history_by_key,
     latest_by_key,
+    processed,
     produce,
     produce_ticks,
     read_topic,
@@ -32,19 +34,11 @@ from support.helpers import (
     windows,
 )
 from support.oracle import mismatches
-from support.tick_scenarios import POISON, out_of_order, replay_ticks, shifted, with_duplicates
+from support.tick_scenarios import POISON, out_of_order, replay_ticks, shifted
 
 pytestmark = pytest.mark.integration
 
 FAST = Duration.parse("200 milliseconds")
-
-
-def processed(job: StreamingJob) -> int:
-    """Input records the aggregates query has fully processed; fails at once if it died."""
-    query = job.queries[0]
-    assert query.exception() is None, query.exception()
-    progress = query.lastProgress
-    return total_offset(progress["sources"][0]["endOffset"]) if progress else 0
 
 
 def test_restart_from_the_checkpoint_loses_and_double_counts_nothing(spark, kafka, settings):
@@ -57,7 +51,7 @@ def test_restart_from_the_checkpoint_loses_and_double_counts_nothing(spark, kafk
     eth = replay_ticks("ETHUSDT-1m-2022-08-14.csv", minutes=45, with_quantity=True)
     eth = shifted(eth, btc[0].event_time - eth[0].event_time)
     ticks = sorted(btc + eth, key=lambda t: t.event_time)
-    delivered = with_duplicates(out_of_order(ticks, 60, seed=1), 0.1, 30, seed=2)
+    delivered = out_of_order(ticks, 60, seed=1)
     produce_ticks(settings, delivered)
 
     first = StreamingJob(spark, settings)
@@ -83,8 +77,10 @@ def test_restart_from_the_checkpoint_loses_and_double_counts_nothing(spark, kafk
         produce_ticks(settings, [later])
         wait_for(lambda: processed(second) == len(delivered) + 1, 60, "the later tick")
         too_late = Tick("BTCUSDT", 1.0, ticks[-1].event_time, "late")
+        windows_per_tick = round(settings.window_duration.seconds / settings.window_slide.seconds)
         produce_ticks(settings, [too_late])
-        wait_for(lambda: spark_status(settings.run_dir).late_rows == 1, 60,
+        # Spark drops it from each of its windows: a late row per window it falls in.
+        wait_for(lambda: spark_status(settings.run_dir).late_rows == windows_per_tick, 60,
                  "the late tick to be dropped")
         expected = windows(ticks + [later], settings)
         assert mismatches(latest_by_key(read_topic(kafka, settings.output_topic, idle=0.3)),
@@ -152,6 +148,49 @@ def test_a_failing_batch_stops_the_job_with_its_error(spark, settings, tmp_path)
     status = spark_status(settings.run_dir)
     assert status.state == "failed"
     assert status.last_error == "sqlite3.OperationalError: unable to open database file"
+
+
+def test_a_checkpoint_of_the_deduplicating_version_stops_the_job_with_advice(
+        spark, settings, caplog):
+    """The version before kept a dropDuplicates of every tick in its state; its checkpoint
+    cannot be resumed by a job without it. The job says what to move away and exits with
+    the configuration-error code, which its supervisor does not restart."""
+    from pyspark.sql import functions as F
+
+    from crypto_pipeline.kafka_io.clients import spark_options
+    from crypto_pipeline.streaming.transforms import parse_records, valid_ticks
+
+    settings = settings.replace(trigger_interval=FAST)
+    ensure_topics(settings)
+    produce_ticks(settings, [Tick("BTCUSDT", 97000.0, datetime.now(timezone.utc), "test")])
+    source = (spark.readStream.format("kafka").options(**spark_options(settings))
+              .option("subscribe", settings.input_topic)
+              .option("startingOffsets", "earliest").load())
+    ticks = valid_ticks(parse_records(source, settings.max_clock_skew))
+    previous = (ticks.withWatermark("event_time", settings.watermark_delay.spark)
+                .dropDuplicates(["symbol", "event_time", "source", "event_id"])
+                .groupBy(F.window("event_time", settings.window_duration.spark,
+                                  settings.window_slide.spark), "symbol")
+                .agg(F.count("price").alias("count")))
+    old = (previous.writeStream.outputMode("update").format("noop")
+           .option("checkpointLocation", str(settings.checkpoint_dir)).start())
+    try:
+        wait_for(lambda: old.lastProgress and old.lastProgress["numInputRows"], 120,
+                 "the old version's first batch")
+    finally:
+        old.stop()
+
+    job = StreamingJob(spark, settings)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(job.run)
+        try:
+            exit_code = running.result(timeout=120)
+        finally:
+            job.request_stop()
+    assert exit_code == EXIT_CONFIG_ERROR
+    assert "STATEFUL_OPERATOR" in spark_status(settings.run_dir).last_error
+    assert any("another version of the aggregation" in m and "move" in m
+               and str(settings.checkpoint_dir) in m for m in caplog.messages)
 
 
 def test_the_entry_point_reports_status_and_stops_cleanly_on_sigterm(kafka, settings, tmp_path):

@@ -14,15 +14,19 @@ Binance do. The server pings every `ping_interval` seconds and drops a connectio
 pong does not come within `ping_timeout`, and closes a connection once it is `lifetime`
 seconds old (Binance: 20 s, a minute, 24 h). `drop()` cuts every connection without a
 closing handshake, `send_raw(text)` sends anything (garbage), `refuse(status)` answers
-new handshakes with an HTTP error. Every connection is recorded: its streams, the trades
-sent on it, pings sent and pongs received, and how it ended.
+new handshakes with an HTTP error, `pause()` stops the market. Over plain HTTP on the same
+port (`rest_url`) it answers Binance's trade history, `/api/v3/historicalTrades?symbol=&
+fromId=&limit=` and `/api/v3/trades`, from the same trades (weight 25, counted in
+X-MBX-USED-WEIGHT-1M). Every connection is recorded: its streams, the trades sent on it,
+pings sent and pongs received, and how it ended.
 
 In tests: the `fake_binance_ws` fixture. As a process (for end-to-end tests of the
 producer's entry point), `fake_binance_ws_process()` or
 
     python tests/fake_binance_ws.py --port 8766   # prints its URL, serves until SIGTERM
 
-and, from outside, `GET /fake/drop`, `GET /fake/send?text=...`, `GET /fake/connections`.
+and, from outside, `GET /fake/drop`, `GET /fake/send?text=...`, `GET /fake/connections`,
+`GET /fake/pause`, `GET /fake/trades` (every trade made).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ STREAM_RE = re.compile(r"^[a-z0-9]{2,20}@trade$")
 FIRST_TRADE_ID = 5_000_000_000  # beyond 32 bits, as Binance's ids are
 # How often a connection's thread looks at the clock (lifetime) when no trade comes.
 IDLE_SECONDS = 0.05
+TRADES_WEIGHT = 25
 
 
 @dataclass
@@ -112,6 +117,10 @@ class FakeBinanceWs:
         self.connections: list[ServedConnection] = []
         self._next_id = {symbol: FIRST_TRADE_ID for symbol in self.prices}
         self._refusal: int | None = None
+        self.history_refusal: int | None = None  # answer the trade history with this status
+        self.history_requests: list[tuple[str, int | None, int]] = []  # symbol, fromId, rows
+        self._weights: dict[int, int] = {}
+        self._paused = threading.Event()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -125,6 +134,11 @@ class FakeBinanceWs:
     def url(self) -> str:
         host, port = self._server.socket.getsockname()[:2]
         return f"ws://{host}:{port}"
+
+    @property
+    def rest_url(self) -> str:
+        """The same server as Binance's REST base URL: its trade history."""
+        return self.url.replace("ws://", "http://", 1)
 
     def start(self) -> "FakeBinanceWs":
         self._threads = [threading.Thread(target=self._server.serve_forever, daemon=True,
@@ -158,18 +172,23 @@ class FakeBinanceWs:
         """Make one trade now (sent to every connection subscribed to its symbol); its
         price moves a little from the last one unless given."""
         with self._changed:
-            if price is None:
-                price = self.prices[symbol] * (1 + self._rng.gauss(0, 0.0002))
-            self.prices[symbol] = price
-            trade_id = self._next_id.setdefault(symbol, FIRST_TRADE_ID)
-            self._next_id[symbol] = trade_id + 1
-            now = int(time.time() * 1000)
-            trade = {"e": "trade", "E": now, "s": symbol, "t": trade_id, "p": f"{price:.8f}",
-                     "q": f"{quantity or self._rng.uniform(0.0001, 2):.8f}", "T": now,
-                     "m": self._rng.random() < 0.5, "M": True}
-            self.trades.append(trade)
-            self._changed.notify_all()
-            return trade
+            return self._publish(symbol, price, quantity)
+
+    def _publish(self, symbol: str, price: float | None,
+                 quantity: float | None) -> dict[str, Any]:
+        """Caller holds the lock."""
+        if price is None:
+            price = self.prices[symbol] * (1 + self._rng.gauss(0, 0.0002))
+        self.prices[symbol] = price
+        trade_id = self._next_id.setdefault(symbol, FIRST_TRADE_ID)
+        self._next_id[symbol] = trade_id + 1
+        now = int(time.time() * 1000)
+        trade = {"e": "trade", "E": now, "s": symbol, "t": trade_id, "p": f"{price:.8f}",
+                 "q": f"{quantity or self._rng.uniform(0.0001, 2):.8f}", "T": now,
+                 "m": self._rng.random() < 0.5, "M": True}
+        self.trades.append(trade)
+        self._changed.notify_all()
+        return trade
 
     def drop(self) -> None:
         """Cut every open connection as a network failure would: no closing handshake."""
@@ -201,18 +220,28 @@ class FakeBinanceWs:
 
     # --- serving -------------------------------------------------------------------------
 
+    def pause(self) -> None:
+        """Stop the market: no trade is made after this returns."""
+        with self._lock:
+            self._paused.set()
+
     def _market(self) -> None:
         interval = 1 / self.trades_per_second
         due = time.monotonic()
         while not self._stopping.wait(max(0.0, due - time.monotonic())):
-            for symbol in list(self.prices):
-                self.publish(symbol)
+            with self._changed:
+                if self._paused.is_set():
+                    return
+                for symbol in list(self.prices):
+                    self._publish(symbol, None, None)
             due += interval
 
     def _request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         if url.path.startswith("/fake/"):
             return self._control(connection, url.path, parse_qs(url.query))
+        if url.path.startswith("/api/"):
+            return self._rest(connection, url.path, parse_qs(url.query))
         with self._lock:
             refusal = self._refusal
         if refusal is not None:
@@ -225,12 +254,68 @@ class FakeBinanceWs:
             return connection.respond(400, f"{err}\n")
         return None
 
+    def _rest(self, connection: ServerConnection, path: str,
+              params: dict[str, list[str]]) -> Response:
+        """Binance's trade history from the same trades the streams carry: historicalTrades
+        (fromId) and trades (the newest), weight 25 each, counted per minute."""
+        if path not in ("/api/v3/historicalTrades", "/api/v3/trades"):
+            return self._json(connection, 404, {"code": -1, "msg": "not found"})
+        with self._lock:
+            weight = self._count_weight(TRADES_WEIGHT)
+            refusal = self.history_refusal
+        if refusal is not None:
+            return self._json(connection, refusal, {"code": -2014, "msg": "API-key format "
+                              "invalid."}, weight)
+        symbol = params.get("symbol", [""])[-1]
+        try:
+            limit = min(int(params.get("limit", ["500"])[-1]), 1000)
+            from_id = int(params["fromId"][-1]) if "fromId" in params else None
+        except ValueError:
+            return self._json(connection, 400, {"code": -1100, "msg": "Illegal characters "
+                              "found in a parameter."}, weight)
+        with self._lock:
+            trades = [trade for trade in self.trades if trade["s"] == symbol]
+        if not trades and symbol not in self.prices:
+            return self._json(connection, 400, {"code": -1121, "msg": "Invalid symbol."},
+                              weight)
+        if from_id is None:
+            chosen = trades[-limit:]
+        else:
+            chosen = [trade for trade in trades if trade["t"] >= from_id][:limit]
+        rows = [{"id": trade["t"], "price": trade["p"], "qty": trade["q"],
+                 "quoteQty": f"{float(trade['p']) * float(trade['q']):.8f}",
+                 "time": trade["T"], "isBuyerMaker": trade["m"], "isBestMatch": True}
+                for trade in chosen]
+        with self._lock:
+            self.history_requests.append((symbol, from_id, len(rows)))
+        return self._json(connection, 200, rows, weight)
+
+    def _count_weight(self, weight: int) -> int:
+        """Caller holds the lock: the request weight used this minute, this one included."""
+        minute = int(time.time() // 60)
+        self._weights = {minute: self._weights.get(minute, 0) + weight}
+        return self._weights[minute]
+
+    @staticmethod
+    def _json(connection: ServerConnection, status: int, payload: Any,
+              used_weight: int | None = None) -> Response:
+        response = connection.respond(status, json.dumps(payload))
+        response.headers["Content-Type"] = "application/json;charset=UTF-8"
+        if used_weight is not None:
+            response.headers["X-MBX-USED-WEIGHT-1M"] = str(used_weight)
+        return response
+
     def _control(self, connection: ServerConnection, path: str,
                  params: dict[str, list[str]]) -> Response:
         if path == "/fake/drop":
             self.drop()
         elif path == "/fake/send" and "text" in params:
             self.send_raw(params["text"][-1])
+        elif path == "/fake/pause":
+            self.pause()
+        elif path == "/fake/trades":
+            with self._lock:
+                return self._json(connection, 200, self.trades)
         elif path == "/fake/connections":
             with self._lock:
                 return connection.respond(200, json.dumps(

@@ -59,11 +59,13 @@ def eventually(condition: Callable[[], Any], timeout: float, interval: float = 1
 
 def read_topic(bootstrap: str, topic: str, *, min_records: int = 0, timeout: float = 10.0,
                idle: float = 1.0) -> list[Any]:
-    """Every record on `topic` from the beginning: waits until at least `min_records` are
-    read (failing at the deadline), then until `idle` seconds pass without a new one."""
+    """Every committed record on `topic` from the beginning (read_committed, as the job
+    reads): waits until at least `min_records` are read (failing at the deadline), then
+    until `idle` seconds pass without a new one."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False,
+                             isolation_level="read_committed")
     try:
         deadline = time.monotonic() + timeout
         partitions = wait_for(lambda: consumer.partitions_for_topic(topic), timeout,

@@ -2,8 +2,9 @@
 
 Written from the definition, not from the Spark code: a window is [start, start +
 duration) with start a multiple of the slide counted from the Unix epoch; a tick belongs
-to every window that contains its event time. A tick seen twice (same symbol, event time,
-source and event id) counts once. Times are whole microseconds, as Spark keeps them.
+to every window that contains its event time, and every tick counts (the pipeline writes
+each once; a tick written twice counts twice). Times are whole microseconds, as Spark
+keeps them.
 """
 
 from __future__ import annotations
@@ -39,16 +40,13 @@ def window_starts(event_micros: int, duration: int, slide: int) -> list[int]:
 
 def expected_windows(ticks: Iterable[Tick], duration_seconds: float,
                      slide_seconds: float) -> dict[str, dict[str, Any]]:
-    """{`SYMBOL|window_start`: the aggregate as the job's JSON has it (times as text)}."""
+    """{`SYMBOL|window_start`: the aggregate as the job's JSON has it (times as text)}.
+    Every tick counts, as every tick on the topic does."""
     duration, slide = round(duration_seconds * 1e6), round(slide_seconds * 1e6)
-    unique: dict[tuple, Tick] = {}
-    for tick in ticks:
-        unique.setdefault((tick.symbol, micros(tick.event_time), tick.source, tick.event_id),
-                         tick)
     members: dict[tuple[str, int], list[Tick]] = defaultdict(list)
-    for (symbol, at, _, _), tick in unique.items():
-        for start in window_starts(at, duration, slide):
-            members[(symbol, start)].append(tick)
+    for tick in ticks:
+        for start in window_starts(micros(tick.event_time), duration, slide):
+            members[(tick.symbol, start)].append(tick)
     return {aggregate_key(symbol, format_time(from_micros(start))):
             _statistics(symbol, start, start + duration, window_ticks)
             for (symbol, start), window_ticks in members.items()}

@@ -24,7 +24,8 @@ def running(settings: Settings, progress_seconds: float = 60.0,
             source=None) -> Iterator[ProducerApp]:
     """The producer in a thread; on leaving, stopped as SIGTERM would, and its result checked."""
     stop = threading.Event()
-    app = ProducerApp(settings, source or build_source(settings), KafkaTickSink(settings),
+    source = source or build_source(settings)
+    app = ProducerApp(settings, source, KafkaTickSink(settings, origin=source.origin),
                       progress_seconds=progress_seconds)
     outcome: dict = {}
 

@@ -39,16 +39,6 @@ def out_of_order(ticks: list[Tick], max_delay_seconds: float, seed: int) -> list
     return sorted(ticks, key=lambda t: t.event_time + delays[id(t)])
 
 
-def with_duplicates(ticks: list[Tick], share: float, max_distance: int, seed: int) -> list[Tick]:
-    """`share` of the ticks delivered a second time, up to `max_distance` places later."""
-    rng = random.Random(seed)
-    delivered = list(ticks)
-    for index in sorted(rng.sample(range(len(ticks)), int(len(ticks) * share)), reverse=True):
-        later = min(len(delivered), index + 1 + rng.randrange(max_distance))
-        delivered.insert(later, ticks[index])
-    return delivered
-
-
 def tick_json(**fields) -> str:
     """A tick's JSON with fields changed; None removes a field."""
     message = {"symbol": "BTCUSDT", "price": 97432.15,

@@ -8,7 +8,7 @@ Every message is one trade wrapped as {"stream": ..., "data": {...}} and becomes
 `CombinedStream` keeps one such URL connected from a thread of its own: after a drop it
 reconnects with backoff, and before Binance's 24-hour limit ends a connection it opens
 the replacement and reads both for a while, so no trade falls between them. The trades
-both deliver are told apart by trade id (`RecentTrades`). The websockets library answers
+both deliver are told apart by trade id, by the source. The websockets library answers
 the server's pings and sends its own, so a dead connection is noticed too.
 """
 
@@ -19,7 +19,6 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Container, Sequence
@@ -40,8 +39,6 @@ MAX_STREAMS_PER_CONNECTION = 1024
 CONNECTION_LIFETIME_SECONDS = 24 * 3600.0
 RENEW_BEFORE_SECONDS = 600.0
 OVERLAP_SECONDS = 30.0
-# Trade ids remembered to let each trade through once; far more than an overlap brings.
-REMEMBERED_TRADES = 200_000
 RECONNECT_BACKOFF = {"base": 0.5, "cap": 60.0}
 CLOSE_TIMEOUT_SECONDS = 2.0
 RESTRICTED_LOCATION = 451
@@ -70,14 +67,14 @@ def _preview(message: str | bytes) -> str:
     return repr(text[:80] + ("..." if len(text) > 80 else ""))
 
 
-def _whole(data: dict[str, Any], key: str) -> int:
+def whole_field(data: dict[str, Any], key: str) -> int:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BadMessage(f"{key} is not a whole number >= 0: {value!r}")
     return value
 
 
-def _decimal(data: dict[str, Any], key: str) -> float:
+def decimal_field(data: dict[str, Any], key: str) -> float:
     """A decimal Binance sends as a string, finite and > 0."""
     value = data.get(key)
     try:
@@ -107,29 +104,16 @@ def parse_trade(message: str | bytes, symbols: Container[str]) -> Tick:
         raise BadMessage(f"trade of a symbol not subscribed: {symbol!r}")
     if wrapper.get("stream") != stream_name(symbol):
         raise BadMessage(f"{symbol} trade on stream {wrapper.get('stream')!r}")
-    trade_id, trade_time = _whole(data, "t"), _whole(data, "T")
-    return Tick(symbol, _decimal(data, "p"), EPOCH + timedelta(milliseconds=trade_time), SOURCE,
-                quantity=_decimal(data, "q"), event_id=str(trade_id))
+    return trade_tick(symbol, whole_field(data, "t"), decimal_field(data, "p"),
+                      decimal_field(data, "q"), whole_field(data, "T"))
 
 
-class RecentTrades:
-    """The trades seen lately, by (symbol, trade id): while two connections overlap, both
-    deliver the same trades, and each must go on only once."""
-
-    def __init__(self, capacity: int = REMEMBERED_TRADES):
-        self.capacity = capacity
-        self._order: deque[tuple[str, str | None]] = deque()
-        self._seen: set[tuple[str, str | None]] = set()
-
-    def first_sighting(self, tick: Tick) -> bool:
-        key = (tick.symbol, tick.event_id)
-        if key in self._seen:
-            return False
-        self._seen.add(key)
-        self._order.append(key)
-        if len(self._order) > self.capacity:
-            self._seen.discard(self._order.popleft())
-        return True
+def trade_tick(symbol: str, trade_id: int, price: float, quantity: float,
+               time_ms: int) -> Tick:
+    """A trade as a tick, from the stream or from the trade history alike: event time =
+    trade time, event id and position = trade id (consecutive per symbol)."""
+    return Tick(symbol, price, EPOCH + timedelta(milliseconds=time_ms), SOURCE,
+                quantity=quantity, event_id=str(trade_id), position=trade_id)
 
 
 @dataclass(frozen=True)

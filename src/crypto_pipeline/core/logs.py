@@ -9,8 +9,9 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 def configure(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format=FORMAT, force=True)
-    # kafka-python logs every reconnect attempt at WARNING/ERROR; the pipeline reports
-    # broker outages itself, once, in words a user can act on.
+    # kafka-python and librdkafka log every reconnect attempt at WARNING/ERROR; the
+    # pipeline reports broker outages itself, once, in words a user can act on.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    logging.getLogger("librdkafka").setLevel(logging.CRITICAL)
     # py4j logs every call between Python and the JVM at INFO.
     logging.getLogger("py4j").setLevel(logging.WARNING)

@@ -1,6 +1,7 @@
 """The pipeline's messages, defined once for the producer, the Spark job and the dashboard.
 
-- a tick on INPUT_TOPIC: key = symbol, value = JSON of `TICK_FIELDS`;
+- a tick on INPUT_TOPIC: key = symbol, value = JSON of `TICK_FIELDS`, headers `origin` and
+  `position` (the pipeline's producer writes each tick once, in Kafka transactions);
 - an aggregate on OUTPUT_TOPIC: key = `SYMBOL|window_start`, value = JSON of
   `AGGREGATE_FIELDS`; a later message for a key replaces the earlier one;
 - a dead letter on DLQ_TOPIC: key = the original key, value = JSON of `DLQ_FIELDS`;
@@ -79,6 +80,11 @@ MOVE, ZSCORE = "move", "zscore"
 
 KEY_SEPARATOR = "|"
 
+# Headers of a tick record, which the producer reads back to resume where Kafka stands:
+# the stream of positions it belongs to (its source, and for a replay its file), and the
+# tick's position in it.
+ORIGIN_HEADER, POSITION_HEADER = "origin", "position"
+
 
 def format_time(moment: datetime) -> str:
     """ISO-8601 in UTC with microseconds and `Z`, as every message of the pipeline writes."""
@@ -103,6 +109,9 @@ class Tick:
     source: str
     quantity: float | None = None
     event_id: str | None = None
+    # Where its source resumes after this tick (a replay's index in its file, a trade's
+    # id): a Kafka header of the record (POSITION_HEADER), not part of the message.
+    position: int | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.price, float) and math.isfinite(self.price) and self.price > 0):

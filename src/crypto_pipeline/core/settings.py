@@ -270,6 +270,10 @@ class Settings:
     replay_speed: float = setting(
         "1.0", "replay speed: 1 = real time, 60 = a minute per second, 0 = as fast as possible",
         _number(0, inclusive=True), group=PRODUCER)
+    producer_transactional_id: str | None = setting(
+        "", "Kafka transactional id of the producer (unset: crypto-pipeline-INPUT_TOPIC-"
+        "PRICE_SOURCE); a producer started with the same id fences the one before it",
+        _optional(_text), group=PRODUCER)
     producer_buffer_ticks: int = setting(
         "100000", "ticks held while Kafka is unreachable; beyond that the oldest are dropped "
         "and counted", _integer(1), group=PRODUCER)

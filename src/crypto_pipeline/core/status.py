@@ -131,6 +131,8 @@ class SparkStatus(StatusFile):
     backlog: int | None = None
     state_rows: int | None = None
     watermark: str | None = None
+    # Window rows Spark dropped as later than the watermark: a tick that missed all of its
+    # windows counts once per window (5 with the default windows).
     late_rows: int = 0
     emitted_rows: int = 0
     dlq_rows: int = 0

@@ -1,4 +1,5 @@
-"""How every component connects to Kafka: one client configuration, one readiness check."""
+"""How every component connects to Kafka: one client configuration (in the dialect of each
+client library: kafka-python, librdkafka, Spark), one readiness check."""
 
 from __future__ import annotations
 
@@ -28,6 +29,24 @@ def client_config(settings: Settings) -> dict[str, Any]:
                       sasl_plain_password=settings.kafka_sasl_password)
     if settings.kafka_ssl_cafile:
         config["ssl_cafile"] = str(settings.kafka_ssl_cafile)
+    return config
+
+
+def librdkafka_config(settings: Settings) -> dict[str, Any]:
+    """The same connection for librdkafka (confluent-kafka), the producer's client."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "security.protocol": settings.kafka_security_protocol,
+        # Java's partitioner (and kafka-python's): a symbol lands in the partition any
+        # other client computes for it, so the producer can find its own last records.
+        "partitioner": "murmur2_random",
+    }
+    if settings.kafka_sasl_mechanism:
+        config.update({"sasl.mechanisms": settings.kafka_sasl_mechanism,
+                       "sasl.username": settings.kafka_sasl_username,
+                       "sasl.password": settings.kafka_sasl_password})
+    if settings.kafka_ssl_cafile:
+        config["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
     return config
 
 

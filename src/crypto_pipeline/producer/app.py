@@ -13,10 +13,12 @@ from typing import Callable
 
 from crypto_pipeline.binance.rest import UnknownSymbolError
 from crypto_pipeline.core import logs
+from crypto_pipeline.core.backoff import backoff_seconds
 from crypto_pipeline.core.schema import format_time
 from crypto_pipeline.core.settings import Settings, SettingsError, exit_config_error, load_or_exit
 from crypto_pipeline.core.status import SOURCE_FAULTS, ProducerStatus, State
-from crypto_pipeline.producer.sink import KafkaTickSink
+from crypto_pipeline.kafka_io.readback import newest_positions
+from crypto_pipeline.producer.sink import KafkaTickSink, ProducerFenced, connect_problem
 from crypto_pipeline.producer.sources import SOURCES, PriceSource, ReplayFileError, SourceStatus
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ PROGRESS_SECONDS = 60.0
 # How long a stop may take to deliver what is buffered before giving up on it; below the
 # supervisor's grace period (components.py), so the give-up is logged, not SIGKILLed.
 CLOSE_TIMEOUT_SECONDS = 10.0
+RESUME_BACKOFF = {"base": 1.0, "cap": 10.0}
 
 
 def build_source(settings: Settings) -> PriceSource:
@@ -54,6 +57,8 @@ class ProducerApp:
         ticks Kafka did not take in time are logged; a fault that stops it raises."""
         self._write_status()
         try:
+            if hasattr(self.source, "resume"):
+                self._resume(stop)
             for batch in self.source.batches(stop):
                 if batch:
                     self._deliver(batch, stop)
@@ -62,6 +67,31 @@ class ProducerApp:
         finally:
             self._close()
         return 0
+
+    def _resume(self, stop: threading.Event) -> None:
+        """Read back where Kafka stands for this source before sending anything: starting
+        over instead would send again what Kafka already holds."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                positions = newest_positions(self.settings, self.source.origin,
+                                             self.source.resume_keys)
+            except Exception as err:  # noqa: BLE001 - kafka-python's errors, OSError
+                failures += 1
+                reason = connect_problem(self.settings, err)
+                if failures == 1:
+                    log.warning("cannot read back where %s stands in %s (%s); waiting for "
+                                "Kafka before sending anything", self.source.origin,
+                                self.settings.input_topic, reason)
+                self.source.status.state = State.KAFKA_UNREACHABLE
+                self.source.status.last_error = f"{self.sink.where} unreachable: {reason}"
+                self._write_status()
+                stop.wait(backoff_seconds(failures, **RESUME_BACKOFF))
+                continue
+            self.source.status.state = State.STARTING
+            self.source.status.last_error = None
+            self.source.resume(positions)
+            return
 
     def _deliver(self, batch: list, stop: threading.Event) -> None:
         # A replay waits for room rather than dropping data; live prices do not wait.
@@ -143,8 +173,8 @@ def _time(moment: datetime | None) -> str | None:
 
 def run_producer(settings: Settings, stop: threading.Event) -> int:
     """Build the source and the sink PRICE_SOURCE and the Kafka settings ask for, and run."""
-    app = ProducerApp(settings, build_source(settings), KafkaTickSink(settings))
-    return app.run(stop)
+    source = build_source(settings)
+    return ProducerApp(settings, source, KafkaTickSink(settings, origin=source.origin)).run(stop)
 
 
 def main() -> int:
@@ -157,5 +187,7 @@ def main() -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         return run_producer(settings, stop)
-    except (SettingsError, UnknownSymbolError, ReplayFileError) as err:
+    except (SettingsError, UnknownSymbolError, ReplayFileError, ProducerFenced) as err:
+        # A second producer with our transactional id is a configuration problem too: a
+        # restart would fence it in turn.
         exit_config_error(str(err))

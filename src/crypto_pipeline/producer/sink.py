@@ -1,11 +1,21 @@
-"""Ticks into INPUT_TOPIC: keyed by symbol, acks=all, idempotent, confirmed by callback.
+"""Ticks into INPUT_TOPIC, each exactly once: keyed by symbol, in Kafka transactions.
 
 `offer()` never blocks the source: ticks wait in a bounded buffer (PRODUCER_BUFFER_TICKS)
-that a background thread hands to Kafka. While Kafka is unreachable the buffer holds
-them; when it is full the oldest are dropped, counted and reported. Ticks handed to the
-client and not yet confirmed are held apart from the buffer, bounded too. A tick counts
-as sent only when the broker confirmed it; a retriable delivery failure puts it back in
-the buffer, a permanent one is counted and logged with its reason.
+that a background thread hands to Kafka one transaction at a time. A transaction's
+ticks count as sent once it commits. A commit that times out is tried again (librdkafka
+then learns its outcome, so a tick is never sent twice for want of knowing); a
+transaction that must be aborted gives its ticks back to the front of the buffer, and
+readers never see an aborted one (read_committed). While Kafka is unreachable the buffer
+holds new ticks; when it is full the oldest are dropped, counted and reported.
+
+The transactional id is stable (PRODUCER_TRANSACTIONAL_ID): a restarted producer fences
+the one before it, and Kafka aborts the transaction that one left open. Every record
+carries the headers `origin` and, when the tick has one, `position`, so a restarted
+producer can read back where it stands (`kafka_io.readback`).
+
+librdkafka (confluent-kafka) and not kafka-python here: its transactions take timeouts and
+classify every error (retriable, abortable, fatal), and it sends the tens of thousands of
+ticks per second of a whole market's trades.
 """
 
 from __future__ import annotations
@@ -20,28 +30,35 @@ from typing import Any, Callable, Iterable
 from crypto_pipeline.core.addresses import any_accepts
 from crypto_pipeline.core.backoff import backoff_seconds
 from crypto_pipeline.core.errors import one_line
-from crypto_pipeline.core.schema import Tick
+from crypto_pipeline.core.schema import ORIGIN_HEADER, POSITION_HEADER, Tick
 from crypto_pipeline.core.settings import Settings
-from crypto_pipeline.kafka_io.clients import client_config
+from crypto_pipeline.kafka_io.clients import client_config, librdkafka_config
 from crypto_pipeline.kafka_io.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+# librdkafka's own lines (each failed connection attempt) go to this logger, which
+# core.logs keeps quiet: the sink reports an outage once, in words a user can act on.
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
-CONNECT_TIMEOUT_MS = 5000
-REQUEST_TIMEOUT_MS = 10000
-# Kafka retries a record itself until this passes; then it comes back to the buffer.
-DELIVERY_TIMEOUT_MS = 30000
+CONNECT_TIMEOUT_SECONDS = 10.0
+# A commit that takes longer is retried (and Kafka reported unreachable meanwhile).
+COMMIT_TIMEOUT_SECONDS = 10.0
+# The broker aborts a transaction left open longer (a producer that died with it open).
+TRANSACTION_TIMEOUT_MS = 60_000
+# Most ticks in one transaction: a burst is committed in several, each a few MB at most.
+TRANSACTION_MAX_TICKS = 20_000
 LINGER_MS = 20
-# Unconfirmed for this long means the broker is away, even if the client has not said so.
-STALL_SECONDS = 10.0
-# The client fails a record itself once DELIVERY_TIMEOUT_MS has passed; a record neither
-# confirmed nor failed long after that means the client is stuck (kafka-python has been
-# seen to stop delivering for good after a broker restart): a new client takes over.
-STUCK_SECONDS = DELIVERY_TIMEOUT_MS / 1000 + STALL_SECONDS
-# Ticks handed to the Kafka client and not yet confirmed (at most the buffer's size too):
-# bounds what an outage leaves inside the client, to be timed out and re-buffered.
-MAX_IN_FLIGHT = 5000
 RECONNECT_BACKOFF = {"base": 0.5, "cap": 5.0}
+# Error names that mean another producer with our transactional id took over.
+_FENCED = ("_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH")
+# A record the broker will never take, whatever the retries: it is counted failed, and its
+# transaction is sent again without it.
+_REFUSED_RECORD = ("MSG_SIZE_TOO_LARGE", "INVALID_RECORD", "INVALID_MSG",
+                   "RECORD_LIST_TOO_LARGE")
+
+
+class ProducerFenced(RuntimeError):
+    """Another producer with this transactional id started: this one must stop."""
 
 
 @dataclass(frozen=True)
@@ -55,33 +72,44 @@ class SinkCounters:
     last_error: str | None
 
 
-def _new_producer(settings: Settings) -> Any:
-    from kafka import KafkaProducer
-
-    return KafkaProducer(**client_config(settings), acks="all", enable_idempotence=True,
-                         linger_ms=LINGER_MS, request_timeout_ms=REQUEST_TIMEOUT_MS,
-                         delivery_timeout_ms=DELIVERY_TIMEOUT_MS, max_block_ms=CONNECT_TIMEOUT_MS,
-                         bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
+def default_transactional_id(settings: Settings) -> str:
+    """One id per input topic and source: two producers of one kind fence each other,
+    a REST poller and a trade stream on the same topic do not."""
+    return settings.producer_transactional_id or \
+        f"crypto-pipeline-{settings.input_topic}-{settings.price_source}"
 
 
 def _connect(settings: Settings) -> Any:
-    """A producer, after making sure the topics exist with the pipeline's settings (a topic
-    the broker auto-creates on first use would get its defaults instead)."""
+    """A transactional producer, after making sure the topics exist with the pipeline's
+    settings (a topic the broker auto-creates would get its defaults instead);
+    init_transactions fences an earlier instance and aborts what it left open."""
+    from confluent_kafka import Producer
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(**client_config(settings), bootstrap_timeout_ms=CONNECT_TIMEOUT_MS,
-                             request_timeout_ms=REQUEST_TIMEOUT_MS)
+    timeout_ms = int(CONNECT_TIMEOUT_SECONDS * 1000)
+    admin = KafkaAdminClient(**client_config(settings), bootstrap_timeout_ms=timeout_ms,
+                             request_timeout_ms=timeout_ms, reconnect_backoff_max_ms=1000)
     try:
         ensure_topics(settings, admin)
     finally:
         admin.close()
-    return _new_producer(settings)
+    producer = Producer({**librdkafka_config(settings),
+                         "transactional.id": default_transactional_id(settings),
+                         "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                         "enable.idempotence": True, "acks": "all", "linger.ms": LINGER_MS,
+                         "error_cb": _log_client_error, "logger": LIBRDKAFKA_LOG})
+    producer.init_transactions(CONNECT_TIMEOUT_SECONDS)
+    return producer
 
 
-def connect_problem(settings: Settings, err: Exception) -> str:
-    """Why connecting failed, in words a user can act on. kafka-python says only "Unable
-    to bootstrap" when a broker refuses the SASL credentials; a broker that accepts TCP
-    connections all the same points at them."""
+def _log_client_error(error: Any) -> None:
+    log.debug("librdkafka: %s", error)
+
+
+def connect_problem(settings: Settings, err: BaseException) -> str:
+    """Why connecting failed, in words a user can act on. A broker that refuses the SASL
+    credentials often just looks unreachable; one that accepts TCP connections all the
+    same points at them."""
     reason = one_line(err, named=True)
     if settings.kafka_security_protocol.startswith("SASL_") and \
             any_accepts(settings.kafka_bootstrap_servers):
@@ -93,22 +121,25 @@ def connect_problem(settings: Settings, err: Exception) -> str:
 
 
 class KafkaTickSink:
-    def __init__(self, settings: Settings, *, connect: Callable[[Settings], Any] = _connect,
+    def __init__(self, settings: Settings, *, origin: str,
+                 connect: Callable[[Settings], Any] = _connect,
                  clock: Callable[[], float] = time.monotonic):
         self.settings = settings
+        self.origin = origin.encode()
         self.capacity = settings.producer_buffer_ticks
         self.where = f"Kafka at {settings.kafka_bootstrap_servers}"
         self._connect = connect
         self._clock = clock
         self._cond = threading.Condition()
         self._waiting: deque[Tick] = deque()
-        self._in_flight: dict[int, tuple[Tick, float]] = {}  # oldest first
-        self._sequence = 0
+        self._in_transaction = 0
+        self._refused: dict[int, str] = {}  # index in the transaction -> why
         self._sent = self._failed = self._dropped = 0
         self._dropped_in_outage = 0
         self._errors: Counter[str] = Counter()
         self._last_error: str | None = None
         self._reachable = True
+        self._fenced: ProducerFenced | None = None
         self._close_deadline: float | None = None
         self._producer: Any = None
         self._thread = threading.Thread(target=self._run, name="kafka-tick-sink", daemon=True)
@@ -118,8 +149,11 @@ class KafkaTickSink:
     def offer(self, ticks: Iterable[Tick]) -> None:
         """Accept ticks for delivery; never blocks. A full buffer drops its oldest ticks.
         The first offer starts the connection, so a producer that stops before it has a
-        tick (a wrong symbol) never waits for Kafka."""
+        tick (a wrong symbol) never waits for Kafka. Raises ProducerFenced once another
+        producer has taken over."""
         with self._cond:
+            if self._fenced is not None:
+                raise self._fenced
             if self._thread.ident is None:
                 self._thread.start()
             for tick in ticks:
@@ -141,30 +175,27 @@ class KafkaTickSink:
                                 self._reachable, dict(self._errors), self._last_error)
 
     def close(self, timeout: float) -> int:
-        """Deliver what is buffered (waiting at most `timeout` seconds), close the producer;
-        returns how many accepted ticks could not be delivered."""
+        """Deliver what is buffered (waiting at most `timeout` seconds); returns how many
+        accepted ticks were not delivered. A transaction still open then is left to Kafka,
+        which aborts it: none of its ticks is ever read."""
         deadline = self._clock() + timeout
         with self._cond:
             self._close_deadline = deadline
             self._cond.notify_all()
         if self._thread.ident is not None:
-            self._thread.join(max(0.0, deadline - self._clock()))
-        producer = self._producer
-        if producer is not None:
-            from kafka.errors import KafkaError
-
-            try:
-                producer.close(timeout=max(0.0, deadline - self._clock()))
-            except KafkaError as err:
-                log.warning("%s did not confirm every tick before the producer closed (%s)",
-                            self.where, one_line(err, named=True))
+            self._thread.join(max(0.0, deadline - self._clock()) + COMMIT_TIMEOUT_SECONDS)
+        # librdkafka's client ends with its last reference: no reconnecting after close.
+        self._producer = None
         with self._cond:
             return self._held()
 
     # --- inside ------------------------------------------------------------------------
 
     def _held(self) -> int:
-        return len(self._waiting) + len(self._in_flight)
+        return len(self._waiting) + self._in_transaction
+
+    def _closing_past_deadline(self) -> bool:
+        return self._close_deadline is not None and self._clock() >= self._close_deadline
 
     def _drop(self) -> None:
         if not self._dropped_in_outage:
@@ -184,16 +215,8 @@ class KafkaTickSink:
                             "oldest are dropped) and retrying", self._last_error,
                             len(self._waiting), self.capacity)
 
-    def _check_reachable(self) -> None:
-        """A broker that stops confirming is unreachable too, before the client says so."""
-        with self._cond:
-            stalled = self._reachable and self._oldest_in_flight_seconds() > STALL_SECONDS
-        if stalled:
-            self._unreachable("kafka-unreachable", f"no delivery confirmed for "
-                              f"{STALL_SECONDS:.0f} s")
-
     def _recovered(self) -> None:
-        """A recovery is logged once, with what the outage cost."""
+        """Caller holds the lock. A recovery is logged once, with what the outage cost."""
         if self._reachable:
             return
         self._reachable = True
@@ -202,122 +225,150 @@ class KafkaTickSink:
                  f"; {dropped} ticks were dropped (oldest first) while it was away"
                  if dropped else "")
 
-    def _delivered(self, sequence: int, _metadata: Any) -> None:
+    def _take(self) -> list[Tick]:
+        """The next transaction's ticks (waiting up to half a second for the first)."""
         with self._cond:
-            if self._in_flight.pop(sequence, None) is not None:
-                self._sent += 1
-            self._recovered()
-            self._cond.notify_all()
-
-    def _not_delivered(self, sequence: int, error: Exception) -> None:
-        with self._cond:
-            entry = self._in_flight.pop(sequence, None)
-            if entry is None:
-                return
-            reason = one_line(error, named=True)
-            if getattr(error, "retriable", False):
-                # Not lost: back to the front of the queue, to be sent again.
-                self._waiting.appendleft(entry[0])
-                self._errors["kafka-delivery-retried"] += 1
-                self._cond.notify_all()
-                return
-            self._failed += 1
-            self._errors["kafka-delivery-failed"] += 1
-            if self._last_error != f"delivery failed: {reason}":
-                log.error("a tick could not be delivered to %s (%s); it is counted in "
-                          "ticks_failed", self.settings.input_topic, reason)
-            self._last_error = f"delivery failed: {reason}"
-            self._cond.notify_all()
-
-    def _take(self) -> list[tuple[int, Tick]]:
-        """The next ticks to hand to Kafka, registered as in flight."""
-        with self._cond:
-            limit = min(MAX_IN_FLIGHT, self.capacity)
-            self._cond.wait_for(lambda: self._close_deadline is not None or (
-                self._waiting and len(self._in_flight) < limit), timeout=0.5)
-            room = limit - len(self._in_flight)
+            self._cond.wait_for(lambda: self._close_deadline is not None or self._waiting,
+                                timeout=0.5)
             taken = []
-            while self._waiting and len(taken) < room:
-                self._sequence += 1
-                tick = self._waiting.popleft()
-                self._in_flight[self._sequence] = (tick, self._clock())
-                taken.append((self._sequence, tick))
+            while self._waiting and len(taken) < TRANSACTION_MAX_TICKS:
+                taken.append(self._waiting.popleft())
+            self._in_transaction = len(taken)
             return taken
 
-    def _give_back(self, taken: list[tuple[int, Tick]]) -> None:
+    def _give_back(self, ticks: list[Tick]) -> None:
         with self._cond:
-            for sequence, tick in reversed(taken):
-                if self._in_flight.pop(sequence, None) is not None:
-                    self._waiting.appendleft(tick)
+            self._waiting.extendleft(reversed(ticks))
+            self._in_transaction = 0
+            self._cond.notify_all()
 
     def _run(self) -> None:
-        from kafka.errors import KafkaError
-
         failures = 0
         while True:
             with self._cond:
                 if self._close_deadline is not None and (
-                        not self._waiting or self._clock() >= self._close_deadline):
+                        not self._waiting or self._closing_past_deadline()):
                     return
             if self._producer is None:
                 try:
                     self._producer = self._connect(self.settings)
-                except (KafkaError, OSError) as err:
+                except Exception as err:  # noqa: BLE001 - kafka-python's admin or librdkafka
                     failures = self._retry_later(failures, connect_problem(self.settings, err))
                     continue
                 failures = 0
-                log.info("connected to %s; ticks go to topic %s", self.where,
-                         self.settings.input_topic)
+                log.info("connected to %s; ticks go to topic %s in transactions (id %s)",
+                         self.where, self.settings.input_topic,
+                         default_transactional_id(self.settings))
                 with self._cond:
                     self._recovered()
-            self._check_reachable()
-            if self._stuck():
-                self._replace_producer()
+            ticks = self._take()
+            if not ticks:
+                self._producer.poll(0)
                 continue
-            taken = self._take()
-            for index, (sequence, tick) in enumerate(taken):
-                try:
-                    future = self._producer.send(self.settings.input_topic, value=tick.to_json(),
-                                                 key=tick.key)
-                except KafkaError as err:
-                    if not err.retriable:
-                        self._not_delivered(sequence, err)
-                        continue
-                    # No metadata within max_block_ms: the cluster is away; keep the rest.
-                    self._give_back(taken[index:])
-                    failures = self._retry_later(failures, one_line(err, named=True))
-                    break
-                future.add_callback(self._delivered, sequence)
-                future.add_errback(self._not_delivered, sequence)
+            try:
+                failures = 0 if self._transact(ticks) else self._retry_later(
+                    failures, self._last_error or "the transaction was aborted")
+            except ProducerFenced as fenced:
+                with self._cond:
+                    self._fenced = fenced
+                    self._last_error = str(fenced)
+                log.error("%s", fenced)
+                return
 
-    def _oldest_in_flight_seconds(self) -> float:
-        with self._cond:
-            if not self._in_flight:
-                return 0.0
-            return self._clock() - next(iter(self._in_flight.values()))[1]
+    def _transact(self, ticks: list[Tick]) -> bool:
+        """One transaction of `ticks`: True once committed; False when it was aborted (the
+        ticks are back in the buffer)."""
+        from confluent_kafka import KafkaException
 
-    def _stuck(self) -> bool:
-        return self._oldest_in_flight_seconds() > STUCK_SECONDS
-
-    def _replace_producer(self) -> None:
-        """Drop a stuck client; its unconfirmed ticks go back to the front of the buffer,
-        to be sent by a new one. Those the broker did write arrive twice; the job counts
-        a tick once (it drops duplicates), so nothing is lost or double-counted."""
-        from kafka.errors import KafkaError
-
-        stuck, self._producer = self._producer, None
-        with self._cond:
-            unconfirmed = [tick for tick, _ in self._in_flight.values()]
-            self._in_flight.clear()
-            self._waiting.extendleft(reversed(unconfirmed))
-            self._errors["kafka-client-replaced"] += 1
-        log.warning("the Kafka client held %d ticks for over %.0f s, neither delivered nor "
-                    "failed; replacing it and sending them again", len(unconfirmed),
-                    STUCK_SECONDS)
+        topic = self.settings.input_topic
+        self._refused = {}
         try:
-            stuck.close(timeout=0)
-        except KafkaError as err:
-            log.debug("closing the stuck client: %s", one_line(err, named=True))
+            self._producer.begin_transaction()
+            for index, tick in enumerate(ticks):
+                headers = [(ORIGIN_HEADER, self.origin)]
+                if tick.position is not None:
+                    headers.append((POSITION_HEADER, str(tick.position).encode()))
+                self._produce(topic, tick.to_json(), tick.key, headers, index)
+            if not self._commit():
+                return False
+        except KafkaException as exc:
+            self._transaction_failed(exc.args[0], ticks)
+            return False
+        with self._cond:
+            self._sent += len(ticks)
+            self._in_transaction = 0
+            self._recovered()
+            self._cond.notify_all()
+        return True
+
+    def _produce(self, topic: str, value: bytes, key: bytes, headers: list,
+                 index: int) -> None:
+        def delivered(error: Any, _message: Any) -> None:
+            if error is not None and error.name() in _REFUSED_RECORD:
+                self._refused[index] = error.str()
+
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # librdkafka's queue is full: let it send first
+
+    def _commit(self) -> bool:
+        """Commit, retrying while the outcome is unknown (Kafka away). False: closing,
+        and the deadline passed first (the transaction stays open: Kafka aborts it)."""
+        from confluent_kafka import KafkaException
+
+        while True:
+            try:
+                self._producer.commit_transaction(COMMIT_TIMEOUT_SECONDS)
+                return True
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.retriable():
+                    raise
+                self._unreachable("kafka-unreachable", f"commit not confirmed: {error.str()}")
+                with self._cond:
+                    if self._closing_past_deadline():
+                        return False
+
+    def _transaction_failed(self, error: Any, ticks: list[Tick]) -> None:
+        """Abort (the ticks go back to the buffer), or start over with a new producer after a
+        fatal error; another producer with our id means this one stops."""
+        reason = error.str()
+        if self._refused:
+            for index, why in sorted(self._refused.items()):
+                log.error("a tick could not be delivered to %s (%s); it is counted in "
+                          "ticks_failed: %s", self.settings.input_topic, why, ticks[index])
+            with self._cond:
+                self._failed += len(self._refused)
+                self._errors["kafka-delivery-failed"] += len(self._refused)
+            ticks = [tick for index, tick in enumerate(ticks) if index not in self._refused]
+        if error.name() in _FENCED:
+            self._give_back(ticks)
+            raise ProducerFenced(
+                f"another producer with transactional id "
+                f"{default_transactional_id(self.settings)} took over ({reason}); this one "
+                f"stops (set PRODUCER_TRANSACTIONAL_ID to run two producers side by side)")
+        self._give_back(ticks)
+        with self._cond:
+            self._errors["kafka-transaction-aborted"] += 1
+            self._last_error = f"transaction aborted: {reason}"
+        log.warning("the transaction of %d ticks failed (%s); sending them again",
+                    len(ticks), reason)
+        if error.fatal() or not self._abort():
+            # init_transactions on a new producer aborts this one's transaction.
+            self._producer = None
+
+    def _abort(self) -> bool:
+        from confluent_kafka import KafkaException
+
+        try:
+            self._producer.abort_transaction(COMMIT_TIMEOUT_SECONDS)
+            return True
+        except KafkaException as exc:
+            log.debug("abort_transaction: %s", exc.args[0].str())
+            return False
 
     def _retry_later(self, failures: int, reason: str) -> int:
         """Report the failure, back off; returns the failures in a row."""

@@ -38,10 +38,22 @@ class SourceStatus:
 
 class PriceSource(Protocol):
     name: str  # the `source` of its ticks and of the status file
+    origin: str  # the `origin` header of its records: whose positions they carry
     lossless: bool  # True: wait for room in the Kafka buffer rather than drop ticks
     status: SourceStatus
 
     def batches(self, stop: threading.Event) -> Iterator[list[Tick]]: ...
+
+
+class Resumable(Protocol):
+    """A source whose ticks carry positions, so a restart goes on where Kafka stands."""
+
+    # The record keys (symbols) to read positions of; None: every partition, until the
+    # newest record of this origin in each.
+    resume_keys: tuple[str, ...] | None
+
+    def resume(self, positions: dict[str, int]) -> None:
+        """Go on after these positions ({record key: newest position in Kafka})."""
 
 
 def now_utc() -> datetime:

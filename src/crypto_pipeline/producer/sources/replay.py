@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -51,20 +52,38 @@ def _is_tick_file(path: Path) -> bool:
 
 class ReplaySource:
     """REPLAY_FILE (a kline file of either layout, or JSON-lines ticks) at REPLAY_SPEED:
-    event times come from the data, and the gaps between them shrink by the speed."""
+    event times come from the data, and the gaps between them shrink by the speed.
+
+    A tick's position is its index among the file's ticks; a restarted replay goes on
+    after the newest position Kafka holds for the file (transactions commit in order,
+    so every tick before it is there too), and one that finished sends nothing again."""
 
     name = "replay"
     lossless = True  # a replay waits for Kafka rather than dropping its data
+    resume_keys = None
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic):
         self.path = settings.replay_file
         self.speed = settings.replay_speed
+        self.origin = f"replay:{self.path.name}"
         self.status = SourceStatus()
         self._clock = clock
         self._started = 0.0
         self._first: datetime | None = None
+        self._resume_after = -1
+
+    def resume(self, positions: dict[str, int]) -> None:
+        if positions:
+            self._resume_after = max(positions.values())
+            log.info("resuming %s after its tick %d: Kafka holds the ticks before",
+                     self.path.name, self._resume_after)
 
     def ticks(self) -> Iterator[Tick]:
+        """The file's ticks, each with its position."""
+        for position, tick in enumerate(self._file_ticks()):
+            yield dataclasses.replace(tick, position=position)
+
+    def _file_ticks(self) -> Iterator[Tick]:
         try:
             if not _is_tick_file(self.path):
                 yield from ticks_of(read_klines(self.path))
@@ -90,6 +109,8 @@ class ReplaySource:
         self._started = self._clock()
         batch: list[Tick] = []
         for tick in self.ticks():
+            if tick.position <= self._resume_after:
+                continue
             due = self._due(tick)
             # Send what is due before waiting for the next tick.
             if batch and (len(batch) >= REPLAY_BATCH or due > self._clock()):

@@ -37,6 +37,7 @@ class BinancePoller:
     after a fault it waits as Binance asks (Retry-After) or backs off."""
 
     name = "binance"
+    origin = "binance"
     lossless = False
 
     def __init__(self, settings: Settings, client: BinanceRestClient | None = None, *,

@@ -22,6 +22,7 @@ class SimulatedSource:
     stamped now. For running without Binance; labelled `simulated` everywhere."""
 
     name = "simulated"
+    origin = "simulated"
     lossless = False
     START_PRICE = 100.0
     STEP = 0.001  # standard deviation of one step, relative to the price

@@ -1,4 +1,12 @@
-"""PRICE_SOURCE=binance-ws: every trade, over Binance's WebSocket trade streams."""
+"""PRICE_SOURCE=binance-ws: every trade, over Binance's WebSocket trade streams, each once.
+
+Trade ids are consecutive per symbol, so one number per symbol (the last trade id sent)
+is all it takes to let each trade through once: a trade at or below it is one that two
+connections both delivered (the 24-hour rollover); a trade above it by more than one
+means trades were missed (a reconnect), and those are fetched from the REST trade
+history before it goes on. After a restart the last ids come from Kafka
+(`kafka_io.readback`), so trades missed while the producer was down are filled too.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,8 @@ import threading
 import time
 from typing import Callable, Iterator
 
+from crypto_pipeline.binance.rest import BinanceError
+from crypto_pipeline.binance.trades_client import TradesClient
 from crypto_pipeline.binance.ws import (
     CLOSE_TIMEOUT_SECONDS,
     CONNECTION_LIFETIME_SECONDS,
@@ -18,7 +28,6 @@ from crypto_pipeline.binance.ws import (
     SOURCE,
     BadMessage,
     CombinedStream,
-    RecentTrades,
     StreamEvent,
     combined_stream_urls,
     parse_trade,
@@ -39,16 +48,19 @@ log = logging.getLogger(__name__)
 TRADE_BATCH = 5000
 # Bad stream messages are logged at most once in this many seconds (with the count since).
 BAD_MESSAGE_LOG_SECONDS = 60.0
+# Longest gap filled from the trade history per symbol (at 1,000 trades a request of weight
+# 25, a tenth of a minute's weight): beyond it the rest of the gap is reported as missed.
+MAX_GAP_TRADES = 25_000
 
 
 class BinanceTradeStream:
     """Every trade of SYMBOLS as Binance reports it, over WebSocket trade streams: one
     combined-stream connection per 1,024 symbols, each kept open by a CombinedStream in
     its own thread. Their messages meet in one queue and become ticks here, in the
-    producer's thread, where the trades that two connections both delivered during a
-    lifetime rollover are let through once."""
+    producer's thread, where each trade is let through once and gaps are filled."""
 
     name = SOURCE
+    origin = SOURCE
     lossless = False
 
     def __init__(self, settings: Settings, *, lifetime: float = CONNECTION_LIFETIME_SECONDS,
@@ -67,11 +79,27 @@ class BinanceTradeStream:
                                         name=f"binance-ws-{number}")
                          for number, url in enumerate(urls, start=1)]
         self._wanted = frozenset(self.symbols)
-        self._recent = RecentTrades()
+        self._last_id: dict[str, int] = {}  # per symbol, the last trade id let through
+        self._history = TradesClient(settings.binance_base_url,
+                                     settings.http_connect_timeout_seconds,
+                                     settings.http_read_timeout_seconds)
         self._down: set[str] = set()  # URLs without a connection
         self._clock = clock
         self._bad_unlogged = 0
         self._bad_logged_at: float | None = None
+
+    @property
+    def resume_keys(self) -> tuple[str, ...]:
+        return self.symbols
+
+    def resume(self, positions: dict[str, int]) -> None:
+        """Go on after the last trade of each symbol Kafka holds (read back at start)."""
+        self._last_id = {symbol: position for symbol, position in positions.items()
+                         if symbol in self._wanted}
+        if self._last_id:
+            log.info("resuming after the last trades Kafka holds of %d of %d symbols; the "
+                     "trades since are fetched from the trade history", len(self._last_id),
+                     len(self.symbols))
 
     def batches(self, stop: threading.Event) -> Iterator[list[Tick]]:
         log.info("streaming the trades of %s from %s over %d connection%s",
@@ -86,6 +114,7 @@ class BinanceTradeStream:
             yield self._take(block=False)  # what came before the connections closed
         finally:
             self._stop_streams()
+            self._history.close()
 
     def _stop_streams(self) -> None:
         for stream in self._streams:
@@ -120,8 +149,36 @@ class BinanceTradeStream:
             self._bad(str(err))
             return
         self.status.last_success_at = self.status.last_poll_at
-        if self._recent.first_sighting(tick):
-            ticks.append(tick)
+        last = self._last_id.get(tick.symbol)
+        if last is not None and tick.position <= last:
+            return  # delivered by two connections
+        if last is not None and tick.position > last + 1:
+            ticks += self._fill(tick.symbol, last + 1, tick.position - 1)
+        self._last_id[tick.symbol] = tick.position
+        ticks.append(tick)
+
+    def _fill(self, symbol: str, first: int, last: int) -> list[Tick]:
+        """The trades `first`..`last` of a symbol from the REST trade history (the stream
+        missed them); what cannot be had is logged and counted as missed."""
+        wanted = min(last, first + MAX_GAP_TRADES - 1)
+        filled: list[Tick] = []
+        try:
+            filled = list(self._history.trades(symbol, first, wanted))
+        except BinanceError as err:
+            self.status.errors["trade-history"] += 1
+            self.status.last_error = (f"cannot fetch {symbol}'s trades {first}..{last} from "
+                                      f"the trade history: {err}")
+            log.warning("%s", self.status.last_error)
+        missed = last - first + 1 - len(filled)
+        if missed:
+            self.status.errors["trades-missed"] += missed
+            log.warning("%d trades of %s (ids %d..%d) are missed: not in the stream, not "
+                        "fetched from the trade history", missed, symbol, first, last)
+        if filled:
+            self.status.errors["trades-filled"] += len(filled)
+            log.info("filled a gap of %d trades of %s from the trade history", len(filled),
+                     symbol)
+        return filled
 
     def _bad(self, reason: str) -> None:
         self.status.bad_entries += 1
