@@ -30,6 +30,7 @@ from crypto_pipeline.producer.sources.replay import tick_from_message
 from support import browser
 from support.fake_binance import FakeBinance
 from support.helpers import (
+    METRICS_OFF,
     history_by_key,
     latest_by_key,
     producer_status,
@@ -76,7 +77,8 @@ def pipeline(tmp_path_factory):
         trigger_interval=Duration.parse("1 second"), spark_master="local[2]",
         shuffle_partitions=2, spark_ui_port=free_port(), dashboard_port=free_port(),
         dashboard_refresh_seconds=1.0, checkpoint_dir=work / "checkpoints" / "aggregates",
-        history_db=work / "history.sqlite", run_dir=work / "run", backfill_enabled=False)
+        history_db=work / "history.sqlite", run_dir=work / "run", backfill_enabled=False,
+        **METRICS_OFF)
     logs = work / "logs"
     components = [Supervised("producer", settings, logs),
                   Supervised("spark", settings, logs, SPARK_LOCAL_DIRS=str(work / "spark")),
