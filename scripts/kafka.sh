@@ -6,7 +6,7 @@
 #   scripts/kafka.sh topics --list
 #   scripts/kafka.sh topics --describe [--topic crypto-aggregates]
 #   scripts/kafka.sh console-consumer --topic crypto-aggregates --from-beginning \
-#       --property print.key=true --max-messages 5
+#       --formatter-property print.key=true --max-messages 5
 #   scripts/kafka.sh consumer-groups --list
 #   scripts/kafka.sh TOOL --help
 #

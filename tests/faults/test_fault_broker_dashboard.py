@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
-from supervised import Supervised
 
 from crypto_pipeline.core import formatting as fmt
 from crypto_pipeline.core.history import HistoryStore
@@ -40,6 +39,7 @@ from support.helpers import (
     windows,
 )
 from support.oracle import mismatches
+from support.supervised import Supervised
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.browser]
 

@@ -82,12 +82,16 @@ def dashboard_url(settings: Settings) -> str:
 
 
 def dashboard_health(settings: Settings, started_at: float) -> str | None:
-    url = f"{dashboard_url(settings)}/_stcore/health"
+    # Streamlit runs the app only for a session; its script health check runs it once
+    # without a browser, which proves the page loads and starts what the app starts once
+    # per server (the /metrics endpoint, and without a password the Kafka feed) before
+    # the first visitor comes.
+    url = f"{dashboard_url(settings)}/_stcore/script-health-check"
     # Whether the server answers, not whom to trust: a self-signed certificate will do.
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+        with urllib.request.urlopen(url, timeout=15, context=context) as response:
             body = response.read().decode(errors="replace").strip()
     except OSError as err:
         return f"{url} does not answer ({err})"
@@ -98,7 +102,8 @@ def dashboard_command(settings: Settings) -> list[str]:
     command = [sys.executable, "-m", "streamlit", "run", str(SRC / "dashboard.py"),
                "--server.port", str(settings.dashboard_port),
                "--server.address", settings.dashboard_address,
-               "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.scriptHealthCheckEnabled", "true"]
     if settings.dashboard_ssl_cert_file:
         command += ["--server.sslCertFile", str(settings.dashboard_ssl_cert_file),
                     "--server.sslKeyFile", str(settings.dashboard_ssl_key_file)]
