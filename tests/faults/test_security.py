@@ -1,8 +1,9 @@
-"""Security: every service listens on localhost by default, secrets set in the environment
-never reach a log, a status file or `pipelinectl.py settings`, `.env` stays out of git,
-and Kafka's SASL settings reach the producer, the Spark job and the dashboard's feed (a
-wrong password is named as such). The dashboard's login, slowing failed tries, is tested
-in test_dashboard_app.py."""
+"""Security: every service (the /metrics endpoints too) listens on localhost by default,
+secrets set in the environment never reach a log, a status file or `pipelinectl.py
+settings`, `.env` stays out of git, and Kafka's SASL settings reach the producer, the Spark
+job, the dashboard's feed and scripts/kafka.sh (a wrong password is named as such). The
+dashboard's login is tested in tests/dashboard/test_dashboard_login.py and
+test_dashboard_app.py."""
 
 from __future__ import annotations
 
