@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 import urllib.request
@@ -20,6 +21,7 @@ from crypto_pipeline.core.processes import free_port
 from crypto_pipeline.core.schema import parse_aggregate
 from crypto_pipeline.core.settings import Duration, Settings
 from crypto_pipeline.core.status import COMPONENTS, DASHBOARD, PRODUCER, SPARK
+from crypto_pipeline.streaming.app import APP_NAME
 from support.helpers import process_env, spark_status, wait_for
 from support.supervised import Supervised
 
@@ -128,10 +130,34 @@ def test_each_component_serves_its_health_and_the_numbers_move(pipeline):
     live = scrape(pipeline.metrics_url(SPARK))["crypto_pipeline_spark_aggregates_emitted_total"]
     assert 0 < in_file <= live
 
-    # Spark's own endpoints on its UI (spark.ui.prometheus.enabled and the servlet sink).
+    # Spark's own endpoints on its UI (spark.ui.prometheus.enabled and the servlet sink),
+    # named after the application, not its id.
     ui = f"http://127.0.0.1:{pipeline.settings.spark_ui_port}"
     assert "metrics_executor_" in get(f"{ui}/metrics/executors/prometheus")
-    assert "_driver_" in get(f"{ui}/metrics/prometheus")
+    driver = get(f"{ui}/metrics/prometheus")
+    namespace = APP_NAME.replace("-", "_")  # as Prometheus names allow
+    assert f"metrics_{namespace}_driver_spark_streaming_aggregates_to_" in driver, driver[:2000]
+
+    # The README's table names exactly what is served (a family without a sample too:
+    # errors by kind, before the first error).
+    served = {family.name + ("_total" if family.type == "counter" else "")
+              for name in (PRODUCER, SPARK, DASHBOARD)
+              for family in text_string_to_metric_families(get(pipeline.metrics_url(name)))
+              if not family.name.startswith("crypto_pipeline_process_")}
+    assert documented_metrics() == served
+
+
+def documented_metrics() -> set[str]:
+    """The metric names in the README's table: `crypto_pipeline_producer_polls_total`,
+    `_ticks_sent_total`, ... (the prefix of a row's first name goes with the others)."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    names = set()
+    for component in (PRODUCER, SPARK, DASHBOARD):
+        row = re.search(rf"^\| (?:producer|Spark job|dashboard) \| `crypto_pipeline_{component}_"
+                        rf".*$", readme, re.M).group(0)
+        for name in re.findall(r"`(crypto_pipeline_\w+|_\w+)(?:\{\w+\})?`", row):
+            names.add(name if name.startswith("crypto") else f"crypto_pipeline_{component}{name}")
+    return names
 
 
 def status(pipeline: Pipeline, *args: str, **env: str) -> subprocess.CompletedProcess:
