@@ -6,6 +6,7 @@ guessing script against the served dashboard further down."""
 import logging
 import re
 import statistics
+import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -210,3 +211,25 @@ def test_a_script_opening_a_session_per_guess_is_slowed_then_locked_out(serve, c
              "0.5 s (the old per-session slowdown) would be %.1f a minute",
              per_minute(slowed), len(slowed), len(locked), sum(g.seconds for g in locked),
              per_minute(locked), overhead, 60 / (overhead + FIRST_DELAY_SECONDS))
+
+
+@pytest.mark.integration
+def test_the_dashboard_serves_https_with_the_certificate_settings(serve, tmp_path):
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                           "-keyout", str(key), "-out", str(cert), "-days", "1",
+                           "-subj", "/CN=127.0.0.1"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    settings = offline_settings(tmp_path, dashboard_ssl_cert_file=cert,
+                                dashboard_ssl_key_file=key)
+    url = serve(settings).url
+    assert url.startswith("https://127.0.0.1:")
+    trusted = ssl.create_default_context(cafile=str(cert))
+    trusted.check_hostname = False  # the certificate names the address, not a host name
+    with urllib.request.urlopen(f"{url}/_stcore/health", context=trusted, timeout=10) as page:
+        assert page.read() == b"ok"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url.replace("https://", "http://") + "/_stcore/health",
+                               timeout=10)
