@@ -21,30 +21,24 @@ PY="$ROOT/.venv/bin/python"
 JARS="$ROOT/.jvm/kafka-tools"
 CTL="$ROOT/src/pipelinectl.py"
 
-TOOLS="acls broker-api-versions configs console-consumer console-producer consumer-groups
-delete-records get-offsets log-dirs metadata-quorum topics transactions"
+# Each TOOL and the class Kafka's bin/kafka-TOOL.sh runs.
+TOOLS="topics org.apache.kafka.tools.TopicCommand
+console-consumer org.apache.kafka.tools.consumer.ConsoleConsumer
+console-producer org.apache.kafka.tools.ConsoleProducer
+consumer-groups org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
+configs org.apache.kafka.tools.ConfigCommand
+get-offsets org.apache.kafka.tools.GetOffsetShell
+delete-records org.apache.kafka.tools.DeleteRecordsCommand
+log-dirs org.apache.kafka.tools.LogDirsCommand
+broker-api-versions org.apache.kafka.tools.BrokerApiVersionsCommand
+metadata-quorum org.apache.kafka.tools.MetadataQuorumCommand
+acls org.apache.kafka.tools.AclCommand
+transactions org.apache.kafka.tools.TransactionsCommand"
 
-main_class() {
-  case "$1" in
-    topics) echo org.apache.kafka.tools.TopicCommand ;;
-    console-consumer) echo org.apache.kafka.tools.consumer.ConsoleConsumer ;;
-    console-producer) echo org.apache.kafka.tools.ConsoleProducer ;;
-    consumer-groups) echo org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
-    configs) echo org.apache.kafka.tools.ConfigCommand ;;
-    get-offsets) echo org.apache.kafka.tools.GetOffsetShell ;;
-    delete-records) echo org.apache.kafka.tools.DeleteRecordsCommand ;;
-    log-dirs) echo org.apache.kafka.tools.LogDirsCommand ;;
-    broker-api-versions) echo org.apache.kafka.tools.BrokerApiVersionsCommand ;;
-    metadata-quorum) echo org.apache.kafka.tools.MetadataQuorumCommand ;;
-    acls) echo org.apache.kafka.tools.AclCommand ;;
-    transactions) echo org.apache.kafka.tools.TransactionsCommand ;;
-    *) return 1 ;;
-  esac
-}
-
-if [[ $# == 0 ]] || ! main="$(main_class "$1")"; then
+main="$(awk -v tool="${1:-}" '$1 == tool { print $2 }' <<< "$TOOLS")"
+if [[ -z "$main" ]]; then
   echo "usage: scripts/kafka.sh TOOL [ARGS...]" >&2
-  echo "TOOL: ${TOOLS//$'\n'/ }" >&2
+  echo "TOOL: $(cut -d' ' -f1 <<< "$TOOLS" | paste -sd' ')" >&2
   exit 2
 fi
 shift
