@@ -25,6 +25,8 @@ def phase_settings(base: Settings, bootstrap: str, work: Path, phase: str,
         dlq_topic=f"bench-dlq-{phase}", alerts_topic=f"bench-alerts-{phase}",
         checkpoint_dir=work / phase / "checkpoint", history_db=work / phase / "history.sqlite",
         run_dir=work / phase / "run", spark_ui_port=free_port(), backfill_enabled=False,
+        # Nothing scrapes them; their fixed ports may be taken by a running pipeline.
+        producer_metrics_port=0, spark_metrics_port=0, dashboard_metrics_port=0,
         **overrides)
 
 

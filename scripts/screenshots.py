@@ -45,6 +45,8 @@ def _environment(state: Path) -> dict[str, str]:
         "SYMBOLS": "BTCUSDT", "TRIGGER_INTERVAL": "1 second",
         # A slow refresh: a fragment rerun replaces the elements being photographed.
         "DASHBOARD_REFRESH_SECONDS": "120", "BACKFILL_ENABLED": "false",
+        # Nothing scrapes them here; their fixed ports may be taken by a running pipeline.
+        "PRODUCER_METRICS_PORT": "0", "SPARK_METRICS_PORT": "0", "DASHBOARD_METRICS_PORT": "0",
     }
 
 

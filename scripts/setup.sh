@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up what is missing, and only that: the virtualenv with the Python packages, and the
-# JVM artifacts (Kafka broker, Spark-Kafka connector) from Maven Central into .jvm/.
+# JVM artifacts (Kafka broker, Spark-Kafka connector, Kafka's command-line tools) from
+# Maven Central into .jvm/.
 # Shared by start.sh and test.sh; safe to run again (second runs reuse everything).
 #
 #   scripts/setup.sh          runtime packages
@@ -11,6 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 JVM_DIR="$ROOT/.jvm"
 POM="$ROOT/jvm/pom.xml"
+TOOLS_POM="$ROOT/jvm/kafka-tools/pom.xml"
 MAVEN_VERSION="3.9.11"
 DEV=0
 [[ "${1:-}" == "--dev" ]] && DEV=1
@@ -90,11 +92,14 @@ PY
   done_step
 }
 
-# Copy one profile of jvm/pom.xml with its runtime dependencies into a folder, listing
-# what Maven downloads. Skipped when the folder was filled from the same pom before.
+# Copy the runtime dependencies of a pom (jvm/pom.xml with a profile, or a pom of its own
+# whose parent is jvm/pom.xml) into a folder, listing what Maven downloads. Skipped when
+# the folder was filled from the same pom files before.
 fetch_jars() {
-  local profile="$1" target="$2" what="$3"; shift 3
-  local pom_hash; pom_hash="$(sha256sum "$POM" | cut -d' ' -f1)"
+  local pom="$1" profile="$2" target="$3" what="$4"; shift 4
+  local poms=("$POM") mvn_args=(-B -f "$pom")
+  if [[ "$pom" == "$POM" ]]; then mvn_args+=(-P "$profile"); else poms+=("$pom"); fi
+  local pom_hash; pom_hash="$(cat "${poms[@]}" | sha256sum | cut -d' ' -f1)"
   if [[ "$(cat "$target/.stamp" 2>/dev/null)" == "$pom_hash" ]]; then
     return 0
   fi
@@ -103,7 +108,7 @@ fetch_jars() {
   rm -rf "$target.tmp"
   local log="$JVM_DIR/maven-$profile.log"
   mkdir -p "$JVM_DIR"
-  if ! "$mvn_cmd" -B -f "$POM" -P "$profile" "$@" \
+  if ! "$mvn_cmd" "${mvn_args[@]}" "$@" \
       dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$target.tmp" \
       > "$log" 2>&1; then
     grep -E '^\[ERROR\]' "$log" | head -3 >&2 || true
@@ -116,9 +121,11 @@ fetch_jars() {
   done_step "$(find "$target" -name '*.jar' | wc -l) jars, $(du -sh "$target" | cut -f1)"
 }
 
-fetch_jars kafka-broker "$JVM_DIR/kafka" "the Kafka broker" \
+fetch_jars "$POM" kafka-broker "$JVM_DIR/kafka" "the Kafka broker" \
   || fail "Maven could not fetch the Kafka broker jars (log: .jvm/maven-kafka-broker.log)"
-fetch_jars spark-connector "$JVM_DIR/spark-kafka-$spark_version" \
+fetch_jars "$TOOLS_POM" kafka-tools "$JVM_DIR/kafka-tools" "Kafka's command-line tools" \
+  || fail "Maven could not fetch Kafka's tools (log: .jvm/maven-kafka-tools.log)"
+fetch_jars "$POM" spark-connector "$JVM_DIR/spark-kafka-$spark_version" \
     "the Spark-Kafka connector for Spark $spark_version" -Dspark.version="$spark_version" \
   || fail "spark-sql-kafka-0-10_2.13:$spark_version could not be fetched from Maven Central (is it published? requirements.txt pins a pyspark whose connector is; log: .jvm/maven-spark-connector.log)"
 

@@ -19,7 +19,7 @@ from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.settings import Duration, Settings
 from support.fake_binance import FakeBinance
 from support.fake_binance_ws import FakeBinanceWs
-from support.helpers import free_port
+from support.helpers import METRICS_OFF, free_port
 from support.webhook_receiver import WebhookReceiver
 
 DASHBOARD_SCRIPT = PROJECT_ROOT / "src" / "dashboard.py"
@@ -61,6 +61,7 @@ def settings(kafka, tmp_path) -> Settings:
         kafka_data_dir=tmp_path / "kafka-data",
         trigger_interval=Duration.parse("1 second"),
         backfill_enabled=False,
+        **METRICS_OFF,
     )
 
 
@@ -129,10 +130,11 @@ def live(settings, fake_binance) -> Settings:
 @pytest.fixture
 def dashboard(monkeypatch):
     """Starts an AppTest of the dashboard script for given settings; the feed it starts is
-    stopped after, and the logging set-up the script does for its process is undone."""
+    stopped after, its record of sign-ins and its metrics endpoint go, and the logging
+    set-up the script does for its process is undone."""
     from streamlit.testing.v1 import AppTest
 
-    from crypto_pipeline.dashboard import page
+    from crypto_pipeline.dashboard import app, auth, page
 
     def start(settings: Settings) -> AppTest:
         for name, value in settings.to_environ().items():
@@ -142,5 +144,8 @@ def dashboard(monkeypatch):
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield start
-    page.shared_feed.clear()
+    # Server-wide state lives as long as the process: each test starts a new "server".
+    for cached in (page.shared_feed, auth.server_logins, app.metrics_server,
+                   app.server_collector):
+        cached.clear()
     root.handlers[:], root.level = handlers, level

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from crypto_pipeline.core.paths import PROJECT_ROOT
-from crypto_pipeline.core.settings import fields, settings_table
+from crypto_pipeline.core.settings import Settings, fields, settings_table
 from crypto_pipeline.core.status import COMPONENTS
 
 README = (PROJECT_ROOT / "README.md").read_text()
@@ -73,3 +73,16 @@ def test_pytest_markers_named_exist(request):
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_every_component_is_named(component):
     assert f"`{component}`" in README
+
+
+def test_the_prometheus_scrape_configs_scrape_the_default_ports():
+    import yaml
+
+    block = re.search(r"```yaml\n(scrape_configs:.*?)```", README, re.S)
+    assert block, "the README lacks the Prometheus scrape_configs"
+    targets = {target for job in yaml.safe_load(block.group(1))["scrape_configs"]
+               for group in job["static_configs"] for target in group["targets"]}
+    defaults = Settings.load(environ={}, env_file=None)
+    assert targets == {f"localhost:{port}" for port in (
+        defaults.producer_metrics_port, defaults.spark_metrics_port,
+        defaults.dashboard_metrics_port, defaults.spark_ui_port)}

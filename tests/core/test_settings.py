@@ -32,6 +32,8 @@ def test_defaults_are_the_contracts():
     assert s.spark_master == "local[*]"
     assert s.dashboard_port == 8501 and s.dashboard_password is None
     assert s.dashboard_address == "127.0.0.1"
+    assert s.dashboard_session_hours == 12 and s.dashboard_login_max_failures == 5
+    assert s.dashboard_login_lockout.seconds == 900
 
 
 @pytest.mark.parametrize("name,value,message", [
@@ -55,6 +57,25 @@ def test_cross_field_rules():
         load(WINDOW_SLIDE="10 minutes")
     with pytest.raises(SettingsError, match="REPLAY_FILE is required"):
         load(PRICE_SOURCE="replay")
+    with pytest.raises(SettingsError, match="DASHBOARD_SSL_CERT_FILE and DASHBOARD_SSL_KEY_FILE"):
+        load(DASHBOARD_SSL_CERT_FILE="cert.pem")
+
+
+def test_metrics_ports_default_to_8001_8003_and_0_turns_one_off():
+    s = load()
+    assert (s.producer_metrics_port, s.spark_metrics_port, s.dashboard_metrics_port) == (
+        8001, 8002, 8003)
+    assert s.metrics_address == "127.0.0.1"
+    assert load(SPARK_METRICS_PORT="0").spark_metrics_port == 0
+    with pytest.raises(SettingsError, match="DASHBOARD_PORT='0'"):
+        load(DASHBOARD_PORT="0")
+
+
+def test_the_dashboard_is_exposed_when_served_beyond_localhost_without_a_password():
+    assert not load().dashboard_exposed
+    assert load(DASHBOARD_ADDRESS="0.0.0.0").dashboard_exposed
+    assert not load(DASHBOARD_ADDRESS="0.0.0.0", DASHBOARD_PASSWORD="s3cret").dashboard_exposed
+    assert not load(DASHBOARD_ADDRESS="::1").dashboard_exposed
 
 
 def test_symbols_are_normalized():

@@ -5,10 +5,7 @@ are kept in test-artifacts/dashboard.png and test-artifacts/alerts.png."""
 
 import logging
 import re
-import subprocess
-import sys
 import time
-import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -16,13 +13,11 @@ import pytest
 from crypto_pipeline.alerts import rules as alerts
 from crypto_pipeline.alerts.rules import AlertRules
 from crypto_pipeline.core import formatting as fmt
-from crypto_pipeline.core.paths import PROJECT_ROOT
-from crypto_pipeline.core.processes import end_process
 from crypto_pipeline.kafka_io.keyed_records import json_value
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from support import browser
 from support.dashboard_support import aggregate, produce, produce_aggregates
-from support.helpers import free_port, process_env, wait_for
+from support.helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 log = logging.getLogger(__name__)
@@ -31,41 +26,6 @@ NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 MINUTE = timedelta(minutes=1)
 TIMEOUT_MS = 30_000
 KPI_NAMES = ("avg_price", "spread", "min_price", "max_price", "count")
-
-
-@pytest.fixture
-def serve(tmp_path):
-    """Starts `streamlit run src/dashboard.py` on a free port with the given settings (as
-    environment variables) and returns its URL; stops it after the test."""
-    processes = []
-
-    def start(settings):
-        port = free_port()
-        log_file = tmp_path / "streamlit.log"
-        with open(log_file, "wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", "src/dashboard.py",
-                 "--server.port", str(port), "--server.address", "127.0.0.1",
-                 "--server.headless", "true"],
-                cwd=PROJECT_ROOT, env=process_env(settings), stdout=output,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        processes.append(process)
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy():
-            assert process.poll() is None, f"streamlit exited:\n{log_file.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    return response.read() == b"ok"
-            except OSError:
-                return False
-
-        wait_for(healthy, 60, "the dashboard server")
-        return url
-
-    yield start
-    for process in processes:
-        end_process(process, 15)
 
 
 def kpi_value(page, symbol, name):
@@ -91,7 +51,7 @@ def test_kpis_in_the_browser_equal_the_data_and_update_live(settings, serve, chr
             aggregate("ETHUSDT", NOW, 3456.789, low=3450.0, high=3460.0, count=7)]
     produce_aggregates(settings, data)
     produce(settings, settings.dlq_topic, [(None, b"a rejected tick")])
-    url = serve(settings)
+    url = serve(settings).url
 
     # Tall enough for cards and the first chart: Streamlit scrolls inside its own container,
     # so a "full page" screenshot is only the viewport.
@@ -155,7 +115,7 @@ def test_alerts_show_in_the_feed_and_on_the_chart(settings, serve, chromium, art
         (alerts.key(alert).encode(), json_value(alert))
         for alert in alerts.detect(windows[-5], calm, AlertRules.from_settings(settings),
                                    NOW - 2 * MINUTE)])
-    url = serve(settings)
+    url = serve(settings).url
 
     page = chromium.new_page(viewport={"width": 1400, "height": 1600})
     page.goto(url)

@@ -13,7 +13,6 @@ from crypto_pipeline.core import formatting as fmt
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import ProducerStatus, SparkStatus
 from crypto_pipeline.dashboard import charts, views
-from crypto_pipeline.dashboard.auth import failure_delay, password_matches
 from crypto_pipeline.dashboard.feed import FeedHealth, parse_checked_aggregate
 from crypto_pipeline.dashboard.store import AggregateStore
 from support.dashboard_support import aggregate, message
@@ -329,9 +328,3 @@ def test_a_well_formed_aggregate_parses():
 def test_a_malformed_aggregate_is_a_value_error(value, reason):
     with pytest.raises(ValueError, match=reason):
         parse_checked_aggregate(value)
-
-
-def test_password_check_and_growing_delay():
-    assert password_matches("s3cret", "s3cret")
-    assert not password_matches("s3cre", "s3cret") and not password_matches("", "s3cret")
-    assert [failure_delay(n) for n in (1, 2, 3, 4, 10)] == [0.5, 1.0, 2.0, 4.0, 8.0]

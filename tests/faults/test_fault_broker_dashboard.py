@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
-from supervised import Supervised
 
 from crypto_pipeline.core import formatting as fmt
 from crypto_pipeline.core.history import HistoryStore
@@ -30,6 +29,7 @@ from crypto_pipeline.producer.sources.replay import tick_from_message
 from support import browser
 from support.fake_binance import FakeBinance
 from support.helpers import (
+    METRICS_OFF,
     history_by_key,
     latest_by_key,
     producer_status,
@@ -39,6 +39,7 @@ from support.helpers import (
     windows,
 )
 from support.oracle import mismatches
+from support.supervised import Supervised
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.browser]
 
@@ -76,7 +77,8 @@ def pipeline(tmp_path_factory):
         trigger_interval=Duration.parse("1 second"), spark_master="local[2]",
         shuffle_partitions=2, spark_ui_port=free_port(), dashboard_port=free_port(),
         dashboard_refresh_seconds=1.0, checkpoint_dir=work / "checkpoints" / "aggregates",
-        history_db=work / "history.sqlite", run_dir=work / "run", backfill_enabled=False)
+        history_db=work / "history.sqlite", run_dir=work / "run", backfill_enabled=False,
+        **METRICS_OFF)
     logs = work / "logs"
     components = [Supervised("producer", settings, logs),
                   Supervised("spark", settings, logs, SPARK_LOCAL_DIRS=str(work / "spark")),

@@ -15,7 +15,6 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from supervised import Supervised
 
 from crypto_pipeline.binance.klines import read_klines, ticks_of
 from crypto_pipeline.core.schema import Tick
@@ -35,6 +34,7 @@ from support.helpers import (
     windows,
 )
 from support.oracle import mismatches
+from support.supervised import Supervised
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import pytest
 from fault_report import windows_per_tick
-from supervised import Supervised
 
 from bench.loadgen import paced
 from crypto_pipeline.core.history import HistoryStore
@@ -30,6 +29,7 @@ from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from support.helpers import eventually, spark_status
 from support.oracle import from_micros, window_starts
+from support.supervised import Supervised
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.long]
 

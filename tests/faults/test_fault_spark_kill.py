@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-from supervised import Supervised
 
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.processes import free_port
@@ -30,6 +29,7 @@ from support.helpers import (
     windows,
 )
 from support.oracle import mismatches
+from support.supervised import Supervised
 from support.tick_scenarios import out_of_order, replay_ticks, shifted
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

@@ -1,8 +1,9 @@
-"""Security: every service listens on localhost by default, secrets set in the environment
-never reach a log, a status file or `pipelinectl.py settings`, `.env` stays out of git,
-and Kafka's SASL settings reach the producer, the Spark job and the dashboard's feed (a
-wrong password is named as such). The dashboard's login, slowing failed tries, is tested
-in test_dashboard_app.py."""
+"""Security: every service (the /metrics endpoints too) listens on localhost by default,
+secrets set in the environment never reach a log, a status file or `pipelinectl.py
+settings`, `.env` stays out of git, and Kafka's SASL settings reach the producer, the Spark
+job, the dashboard's feed and scripts/kafka.sh (a wrong password is named as such). The
+dashboard's login is tested in tests/dashboard/test_dashboard_login.py and
+test_dashboard_app.py."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from supervised import Supervised
 
 from crypto_pipeline.core.addresses import bind_host
 from crypto_pipeline.core.paths import PROJECT_ROOT
@@ -24,10 +24,12 @@ from crypto_pipeline.core.processes import free_port, process_tree
 from crypto_pipeline.core.settings import Duration, Settings, fields
 from crypto_pipeline.dashboard.feed import KafkaFeed
 from crypto_pipeline.kafka_io.embedded import EmbeddedKafka
+from crypto_pipeline.kafka_io.topics import ensure_topics
 from crypto_pipeline.producer.app import ProducerApp, build_source
 from crypto_pipeline.producer.sink import KafkaTickSink
 from crypto_pipeline.streaming.job import StreamingJob
 from support.helpers import process_env, producer_status, read_topic, spark_status, wait_for
+from support.supervised import Supervised
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +128,8 @@ def test_services_listen_on_localhost_and_secrets_stay_out_of_logs(kafka, settin
     settings = settings.replace(
         binance_base_url=fake_binance.url, poll_interval_seconds=0.5,
         spark_ui_port=free_port(), dashboard_port=free_port(), spark_master="local[2]",
-        dashboard_password=secrets.dashboard_password,
+        producer_metrics_port=free_port(), spark_metrics_port=free_port(),
+        dashboard_metrics_port=free_port(), dashboard_password=secrets.dashboard_password,
         kafka_sasl_password=secrets.kafka_sasl_password,
         alert_webhook_url=secrets.alert_webhook_url)
     defaults = Settings.load(environ={}, env_file=None)
@@ -146,13 +149,16 @@ def test_services_listen_on_localhost_and_secrets_stay_out_of_logs(kafka, settin
                                     timeout=10) as page:
             assert page.status == 200
 
-        for name in ("spark", "dashboard"):
+        for name in ("producer", "spark", "dashboard"):
             addresses = listening_addresses(components[name].running_child())
             assert addresses, f"{name} listens nowhere"
             assert {a for a, _ in addresses} <= set(LOOPBACK), (name, addresses)
-        ui = settings.spark_ui_port
-        assert any(port == ui for _, port in listening_addresses(
-            components["spark"].running_child())), "the Spark UI listens"
+        for name, port in (("spark", settings.spark_ui_port),
+                           ("producer", settings.producer_metrics_port),
+                           ("spark", settings.spark_metrics_port),
+                           ("dashboard", settings.dashboard_metrics_port)):
+            assert any(p == port for _, p in listening_addresses(
+                components[name].running_child())), f"{name} listens on {port}"
     finally:
         for component in components.values():
             component.stop()
@@ -275,3 +281,23 @@ def test_a_wrong_sasl_password_is_named(sasl_broker, spark, settings):
     finally:
         stop.set()
         producer.join(30)
+
+
+def test_kafkas_own_tools_get_the_sasl_settings(sasl_broker, settings, tmp_path):
+    _, bootstrap, password = sasl_broker
+    settings = sasl_settings(settings, bootstrap, password)
+    ensure_topics(settings)
+
+    def list_topics(settings: Settings) -> subprocess.CompletedProcess:
+        return subprocess.run([str(PROJECT_ROOT / "scripts" / "kafka.sh"), "topics", "--list"],
+                              env=process_env(settings, TMPDIR=str(tmp_path)),
+                              capture_output=True, text=True, timeout=120)
+
+    listed = list_topics(settings)
+    assert listed.returncode == 0, listed.stderr
+    assert settings.input_topic in listed.stdout.split()
+    refused = list_topics(settings.replace(kafka_sasl_password="not-the-password"))
+    assert refused.returncode != 0 and "Authentication failed" in refused.stderr, refused.stderr
+    for result in (listed, refused):
+        assert password not in result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == [], "the client properties file was left behind"

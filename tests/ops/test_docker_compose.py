@@ -82,12 +82,17 @@ def test_every_pipeline_service_is_wired_to_kafka_and_the_shared_state(compose):
 
 
 def test_published_ports_are_the_settings_defaults_on_localhost(compose):
+    def on_localhost(*ports):
+        return [f"127.0.0.1:{port}:{port}" for port in ports]
+
     services = compose["services"]
-    assert services["dashboard"]["ports"] == [
-        f"127.0.0.1:{DEFAULTS.dashboard_port}:{DEFAULTS.dashboard_port}"]
-    assert services["spark"]["ports"] == [
-        f"127.0.0.1:{DEFAULTS.spark_ui_port}:{DEFAULTS.spark_ui_port}"]
-    assert "producer" not in [name for name, s in services.items() if s.get("ports")]
+    assert services["dashboard"]["ports"] == on_localhost(DEFAULTS.dashboard_port,
+                                                          DEFAULTS.dashboard_metrics_port)
+    assert services["spark"]["ports"] == on_localhost(DEFAULTS.spark_ui_port,
+                                                      DEFAULTS.spark_metrics_port)
+    assert services["producer"]["ports"] == on_localhost(DEFAULTS.producer_metrics_port)
+    for name in APP_SERVICES:
+        assert services[name]["environment"]["METRICS_ADDRESS"] == "0.0.0.0"
 
 
 def test_commands_run_the_entry_points(compose):

@@ -16,7 +16,7 @@ from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.processes import free_port, port_in_use
 from support import browser
 from support.fake_binance import fake_binance_process
-from support.helpers import wait_for
+from support.helpers import METRICS_OFF, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ def test_start_status_stop_and_resume(project, chromium):
                "DASHBOARD_PORT": str(dashboard_port), "SPARK_UI_PORT": str(spark_port),
                "BINANCE_BASE_URL": binance_url, "SYMBOLS": ",".join(SYMBOLS),
                "POLL_INTERVAL_SECONDS": "1", "TRIGGER_INTERVAL": "1 second",
-               "DASHBOARD_REFRESH_SECONDS": "1", "BACKFILL_ENABLED": "false"}
+               "DASHBOARD_REFRESH_SECONDS": "1", "BACKFILL_ENABLED": "false",
+               **{name.upper(): "0" for name in METRICS_OFF}}
         began = time.monotonic()
         started = run(project, env, "./start.sh")
         assert started.returncode == 0, started.stdout + started.stderr

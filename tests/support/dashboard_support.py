@@ -9,7 +9,7 @@ from typing import Any, Iterable
 from crypto_pipeline.core.schema import AGGREGATE_FIELDS, aggregate_key, format_time
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.kafka_io.clients import client_config
-from support.helpers import free_port
+from support.helpers import METRICS_OFF, free_port
 
 WINDOW = timedelta(minutes=5)
 
@@ -84,4 +84,4 @@ def shows(at, what):
 def offline_settings(tmp_path, **changes) -> Settings:
     return Settings.load(environ={}, env_file=None).replace(
         kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", history_db=tmp_path / "h.sqlite",
-        run_dir=tmp_path / "run", **changes)
+        run_dir=tmp_path / "run", **{**METRICS_OFF, **changes})

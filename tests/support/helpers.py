@@ -26,6 +26,12 @@ from support.oracle import expected_windows
 
 T = TypeVar("T")
 
+# The /metrics endpoints' fixed default ports would clash between tests (and with a
+# pipeline running on this machine): settings for tests turn them off, and the tests of
+# the metrics give them free ports.
+METRICS_OFF = {"producer_metrics_port": 0, "spark_metrics_port": 0,
+               "dashboard_metrics_port": 0}
+
 
 def wait_for(condition: Callable[[], T], timeout: float, what: str,
              interval: float = 0.1) -> T:

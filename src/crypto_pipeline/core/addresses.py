@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from typing import NamedTuple
 
@@ -43,3 +44,13 @@ def bind_host(host: str) -> str:
     """Where to listen for clients told to connect to `host`: `localhost` binds IPv4
     loopback only."""
     return "127.0.0.1" if host in ("localhost", "") else host
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` keeps a service to this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

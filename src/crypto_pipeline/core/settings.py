@@ -20,7 +20,8 @@ from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
-from crypto_pipeline.core.addresses import HostPort, parse_servers
+from crypto_pipeline.core.addresses import HostPort, is_loopback, parse_servers
+from crypto_pipeline.core.passwords import check_stored
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.symbols import SYMBOL_RULE, is_symbol
 
@@ -115,6 +116,10 @@ def _port(text: str) -> int:
     return _integer(1, 65535)(text)
 
 
+def _port_or_off(text: str) -> int:
+    return _integer(0, 65535)(text)
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     by_folded = {option.casefold(): option for option in options}
 
@@ -177,6 +182,11 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _password(text: str) -> str:
+    """A plain password, or a hash that can be checked against (passwords.py)."""
+    return check_stored(_text(text))
+
+
 def _replication(text: str) -> int | None:
     return None if text.strip().lower() == "auto" else _integer(1, 5)(text)
 
@@ -190,8 +200,9 @@ def setting(default: str | None, help: str, parse: Callable[[str], Any] = _text,
 
 # --- the settings ----------------------------------------------------------------------
 
-KAFKA, TOPICS, PRODUCER, SPARK, ALERTS, DASHBOARD, GENERAL = (
-    "Kafka", "Topics", "Producer", "Spark job", "Alerts and backfill", "Dashboard", "General")
+KAFKA, TOPICS, PRODUCER, SPARK, ALERTS, DASHBOARD, METRICS, GENERAL = (
+    "Kafka", "Topics", "Producer", "Spark job", "Alerts and backfill", "Dashboard", "Metrics",
+    "General")
 
 
 @dataclass(frozen=True)
@@ -343,14 +354,44 @@ class Settings:
     dashboard_address: str = setting(
         "127.0.0.1", "address the dashboard listens on (0.0.0.0 to expose it)", group=DASHBOARD)
     dashboard_password: str | None = setting(
-        "", "unset: no login; set: a password page guards the dashboard", _optional(_text),
-        secret=True, group=DASHBOARD)
+        "", "unset: no login; set: a password page guards the dashboard. The password, or "
+        "better a salted hash of it (scrypt$... or pbkdf2_sha256$..., printed by "
+        "`pipelinectl.py hash-password`; single-quote it in .env)",
+        _optional(_password), secret=True, group=DASHBOARD)
+    dashboard_session_hours: float = setting(
+        "12", "a sign-in lasts this long; then the page asks for the password again",
+        _number(0), group=DASHBOARD)
+    dashboard_login_max_failures: int = setting(
+        "5", "wrong passwords in a row from one address before it is locked out (each "
+        "answer waits twice as long as the one before, from 0.5 s)", _integer(1),
+        group=DASHBOARD)
+    dashboard_login_lockout: Duration = setting(
+        "15 minutes", "how long a locked-out address gets no password checked; a success "
+        "or this long without a failure clears an address's count", Duration.parse,
+        group=DASHBOARD)
+    dashboard_ssl_cert_file: Path | None = setting(
+        "", "certificate (PEM) to serve the dashboard over HTTPS (Streamlit's "
+        "server.sslCertFile; with DASHBOARD_SSL_KEY_FILE)", _optional(_path), group=DASHBOARD)
+    dashboard_ssl_key_file: Path | None = setting(
+        "", "its private key (server.sslKeyFile)", _optional(_path), group=DASHBOARD)
     dashboard_refresh_seconds: float = setting(
         "2", "how often the live panels refresh (adjustable in the sidebar)", _number(0),
         group=DASHBOARD)
     stale_after_seconds: float = setting(
         "60", "the dashboard marks data stale when the newest aggregate is older than this",
         _number(0), group=DASHBOARD)
+
+    # Metrics
+    metrics_address: str = setting(
+        "127.0.0.1", "address the /metrics endpoints listen on (0.0.0.0 inside a container)",
+        group=METRICS)
+    producer_metrics_port: int = setting(
+        "8001", "the producer's Prometheus endpoint, http://METRICS_ADDRESS:PORT/metrics "
+        "(0: off)", _port_or_off, group=METRICS)
+    spark_metrics_port: int = setting(
+        "8002", "the Spark job's (0: off)", _port_or_off, group=METRICS)
+    dashboard_metrics_port: int = setting(
+        "8003", "the dashboard's (0: off)", _port_or_off, group=METRICS)
 
     # General
     run_dir: Path = setting(
@@ -415,6 +456,9 @@ class Settings:
             raise SettingsError(
                 f"KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are "
                 f"required when KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}")
+        if (self.dashboard_ssl_cert_file is None) != (self.dashboard_ssl_key_file is None):
+            raise SettingsError("DASHBOARD_SSL_CERT_FILE and DASHBOARD_SSL_KEY_FILE go together: "
+                                "set both for HTTPS, or neither")
 
     @property
     def replication_factor(self) -> int:
@@ -427,6 +471,11 @@ class Settings:
         if isinstance(self.checkpoint_dir, str):
             return self.checkpoint_dir.rstrip("/") + "-dlq"
         return self.checkpoint_dir.with_name(self.checkpoint_dir.name + "-dlq")
+
+    @property
+    def dashboard_exposed(self) -> bool:
+        """Served beyond this machine without a password (said in the log and on the page)."""
+        return not self.dashboard_password and not is_loopback(self.dashboard_address)
 
     @property
     def is_live_source(self) -> bool:

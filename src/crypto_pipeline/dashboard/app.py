@@ -6,9 +6,11 @@ import logging
 
 import streamlit as st
 
-from crypto_pipeline.core import logs
+from crypto_pipeline.core import logs, metrics
+from crypto_pipeline.core.metrics import MetricsServer
 from crypto_pipeline.core.settings import Settings, SettingsError
 from crypto_pipeline.dashboard import page
+from crypto_pipeline.dashboard.metrics import DashboardCollector
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +19,24 @@ log = logging.getLogger(__name__)
 def _configure_logging(level: str) -> None:
     """Once per server process, not on every rerun."""
     logs.configure(level)
+
+
+@st.cache_resource(show_spinner=False)
+def server_collector() -> DashboardCollector:
+    """The one collector of this server process: every session's page feeds it."""
+    return DashboardCollector()
+
+
+def _close(server: MetricsServer | None) -> None:
+    if server is not None:
+        server.close()
+
+
+@st.cache_resource(show_spinner=False, max_entries=1, on_release=_close)
+def metrics_server(port: int, address: str) -> MetricsServer | None:
+    """/metrics, started once per server process, not per rerun or session (a changed
+    port or address replaces it)."""
+    return metrics.serve(port, address, server_collector())
 
 
 def main() -> None:
@@ -32,4 +52,5 @@ def main() -> None:
                  f"then reload this page.")
         return
     _configure_logging(settings.log_level)
-    page.run(settings)
+    metrics_server(settings.dashboard_metrics_port, settings.metrics_address)
+    page.run(settings, server_collector())

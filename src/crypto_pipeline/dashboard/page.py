@@ -18,6 +18,7 @@ from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import ProducerStatus, SparkStatus
 from crypto_pipeline.dashboard import auth, charts, views
 from crypto_pipeline.dashboard.feed import FeedHealth, KafkaFeed
+from crypto_pipeline.dashboard.metrics import DashboardCollector
 from crypto_pipeline.dashboard.store import Snapshot
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,28 @@ class Controls:
     symbols: tuple[str, ...]  # empty: all
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, collector: DashboardCollector) -> None:
+    collector.logins = auth.logins_for(settings)
     if not auth.signed_in(settings):
         return
     feed = shared_feed(settings)
+    collector.feed = feed
     controls = _sidebar(settings, feed.store.snapshot())
     st.title("Crypto prices")
+    if settings.dashboard_exposed:
+        _warn_exposed(settings.dashboard_address)
+        st.warning(f"This dashboard listens on {settings.dashboard_address} without a "
+                   f"password: anyone who reaches port {settings.dashboard_port} sees it. Set "
+                   f"DASHBOARD_PASSWORD (python3 src/pipelinectl.py hash-password prints a "
+                   f"hash to put there).", icon=":material/lock_open:")
     st.fragment(_live, run_every=controls.refresh_seconds)(settings, feed, controls)
+
+
+@st.cache_resource(show_spinner=False)
+def _warn_exposed(address: str) -> None:
+    """Once per server process, not on every rerun."""
+    log.warning("the dashboard listens on %s without a password (DASHBOARD_PASSWORD): "
+                "anyone who reaches it sees it", address)
 
 
 def _sidebar(settings: Settings, snapshot: Snapshot) -> Controls:
@@ -82,6 +98,8 @@ def _sidebar(settings: Settings, snapshot: Snapshot) -> Controls:
 
 
 def _live(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
+    if auth.session_expired(settings):
+        st.rerun(scope="app")  # to the password page
     snapshot = feed.store.snapshot()
     if not set(snapshot.symbols) <= set(controls.symbol_options):
         # A symbol appeared: the sidebar (outside this fragment) must list it.

@@ -70,6 +70,11 @@ class AggregateStore:
         with self._lock:
             return self._newest_start
 
+    @property
+    def newest_emitted_at(self) -> datetime | None:
+        with self._lock:
+            return self._newest_emitted_at
+
     def prune(self, before: datetime) -> int:
         """Forget windows that started before `before`; returns how many."""
         with self._lock:

@@ -50,11 +50,12 @@ def librdkafka_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def spark_options(settings: Settings) -> dict[str, str]:
-    """The same connection as options of Spark's Kafka source and sink (`kafka.` prefix)."""
-    options = {
-        "kafka.bootstrap.servers": settings.kafka_bootstrap_servers,
-        "kafka.security.protocol": settings.kafka_security_protocol,
+def java_client_properties(settings: Settings) -> dict[str, str]:
+    """The same connection for Kafka's Java clients: Spark's Kafka source and sink, Kafka's
+    own command-line tools (scripts/kafka.sh)."""
+    properties = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "security.protocol": settings.kafka_security_protocol,
     }
     if settings.kafka_sasl_mechanism:
         module = ("org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -62,13 +63,27 @@ def spark_options(settings: Settings) -> dict[str, str]:
                   else "org.apache.kafka.common.security.scram.ScramLoginModule")
         username = settings.kafka_sasl_username.replace('"', '\\"')
         password = settings.kafka_sasl_password.replace('"', '\\"')
-        options["kafka.sasl.mechanism"] = settings.kafka_sasl_mechanism
-        options["kafka.sasl.jaas.config"] = (
+        properties["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        properties["sasl.jaas.config"] = (
             f'{module} required username="{username}" password="{password}";')
     if settings.kafka_ssl_cafile:
-        options["kafka.ssl.truststore.type"] = "PEM"
-        options["kafka.ssl.truststore.location"] = str(settings.kafka_ssl_cafile)
-    return options
+        properties["ssl.truststore.type"] = "PEM"
+        properties["ssl.truststore.location"] = str(settings.kafka_ssl_cafile)
+    return properties
+
+
+def spark_options(settings: Settings) -> dict[str, str]:
+    """The Java client properties as options of Spark's Kafka source and sink."""
+    return {f"kafka.{key}": value for key, value in java_client_properties(settings).items()}
+
+
+def properties_file_text(properties: dict[str, str]) -> str:
+    """A Java .properties file of `properties` (backslashes and line breaks escaped, as
+    java.util.Properties reads them back)."""
+    def escaped(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+    return "".join(f"{escaped(key)}={escaped(value)}\n" for key, value in properties.items())
 
 
 def round_trip(config: dict[str, Any], timeout: float = 5.0) -> None:

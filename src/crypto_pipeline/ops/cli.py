@@ -7,6 +7,12 @@
                                                    runs); exit 1 if one that should run is down
     python3 src/pipelinectl.py settings            every setting, secrets masked
     python3 src/pipelinectl.py get NAME            one setting's value (for scripts)
+    python3 src/pipelinectl.py hash-password [--scheme S]
+                                                   a salted hash for DASHBOARD_PASSWORD (reads
+                                                   the password without echo, or from stdin)
+    python3 src/pipelinectl.py kafka-client-properties
+                                                   Kafka's Java client properties for these
+                                                   settings, secrets included (scripts/kafka.sh)
     python3 src/pipelinectl.py env-example         .env.example, generated from the settings
     python3 src/pipelinectl.py settings-table      the README's configuration table
     python3 src/pipelinectl.py topics              create the topics that are missing
@@ -20,15 +26,21 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
 
-from crypto_pipeline.core import logs
+from crypto_pipeline.core import logs, passwords
 from crypto_pipeline.core.settings import Settings, env_example, load_or_exit, settings_table
 from crypto_pipeline.core.status import COMPONENTS
 from crypto_pipeline.core.waiting import WaitTimeout
-from crypto_pipeline.kafka_io.clients import client_config, wait_until_ready
+from crypto_pipeline.kafka_io.clients import (
+    client_config,
+    java_client_properties,
+    properties_file_text,
+    wait_until_ready,
+)
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from crypto_pipeline.ops import control, launcher
 from crypto_pipeline.ops.components import components
@@ -39,7 +51,7 @@ from crypto_pipeline.ops.supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 # Commands a person or script reads the output of: the log shows only what went wrong.
-_QUIET = ("status", "start", "stop", "get")
+_QUIET = ("status", "start", "stop", "get", "kafka-client-properties")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,6 +68,9 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("components", nargs="*", metavar="COMPONENT")
     commands.add_parser("settings")
     commands.add_parser("get").add_argument("name")
+    commands.add_parser("hash-password").add_argument(
+        "--scheme", choices=passwords.SCHEMES, default=passwords.SCRYPT)
+    commands.add_parser("kafka-client-properties")
     commands.add_parser("env-example")
     commands.add_parser("settings-table")
     commands.add_parser("topics")
@@ -74,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "settings-table":
         sys.stdout.write(settings_table())
         return 0
+    if args.command == "hash-password":
+        return _hash_password(args.scheme)
     names = getattr(args, "components", None) or []
     usage = launcher.unknown_components(names)
     if usage:
@@ -115,6 +132,27 @@ def _get(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _hash_password(scheme: str) -> int:
+    """Asked twice without echo on a terminal; otherwise stdin's first line (a script's)."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Dashboard password: ")
+        if password != getpass.getpass("Again: "):
+            print("error: the two passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("error: empty password", file=sys.stderr)
+        return 1
+    print(passwords.hash_password(password, scheme))
+    return 0
+
+
+def _kafka_client_properties(settings: Settings, _args: argparse.Namespace) -> int:
+    sys.stdout.write(properties_file_text(java_client_properties(settings)))
+    return 0
+
+
 def _topics(settings: Settings, _args: argparse.Namespace) -> int:
     created = ensure_topics(settings)
     print(f"created {', '.join(created)}" if created else "all topics exist")
@@ -137,6 +175,7 @@ def _supervise(settings: Settings, args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "start": _start, "stop": _stop, "status": _status, "settings": _settings, "get": _get,
+    "kafka-client-properties": _kafka_client_properties,
     "topics": _topics, "wait-kafka": _wait_kafka, "supervise": _supervise,
     "kafka-server": lambda settings, _args: serve(settings),
     "spark-cluster": lambda settings, args: run_command(settings, args.action),

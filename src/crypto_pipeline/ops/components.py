@@ -6,6 +6,7 @@ definitions, so a component's command line, ports and health check are written o
 
 from __future__ import annotations
 
+import ssl
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -75,14 +76,43 @@ def spark_health(settings: Settings, started_at: float) -> str | None:
     return None
 
 
+def dashboard_url(settings: Settings) -> str:
+    scheme = "https" if settings.dashboard_ssl_cert_file else "http"
+    return f"{scheme}://{settings.dashboard_address}:{settings.dashboard_port}"
+
+
 def dashboard_health(settings: Settings, started_at: float) -> str | None:
-    url = f"http://{settings.dashboard_address}:{settings.dashboard_port}/_stcore/health"
+    # Streamlit runs the app only for a session; its script health check runs it once
+    # without a browser, which proves the page loads and starts what the app starts once
+    # per server (the /metrics endpoint, and without a password the Kafka feed) before
+    # the first visitor comes.
+    url = f"{dashboard_url(settings)}/_stcore/script-health-check"
+    # Whether the server answers, not whom to trust: a self-signed certificate will do.
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=15, context=context) as response:
             body = response.read().decode(errors="replace").strip()
     except OSError as err:
         return f"{url} does not answer ({err})"
     return None if body == "ok" else f"{url} answered {body!r}"
+
+
+def dashboard_command(settings: Settings) -> list[str]:
+    command = [sys.executable, "-m", "streamlit", "run", str(SRC / "dashboard.py"),
+               "--server.port", str(settings.dashboard_port),
+               "--server.address", settings.dashboard_address,
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.scriptHealthCheckEnabled", "true"]
+    if settings.dashboard_ssl_cert_file:
+        command += ["--server.sslCertFile", str(settings.dashboard_ssl_cert_file),
+                    "--server.sslKeyFile", str(settings.dashboard_ssl_key_file)]
+    return command
+
+
+def _ports(*ports: int) -> tuple[int, ...]:
+    """Without the metrics ports set to 0 (off)."""
+    return tuple(port for port in ports if port)
 
 
 def components(settings: Settings) -> dict[str, Component]:
@@ -90,19 +120,17 @@ def components(settings: Settings) -> dict[str, Component]:
     return {
         KAFKA: Component(KAFKA, [python, str(CLI), "kafka-server"],
                          _kafka_ports(settings), kafka_health, stop_timeout=45),
-        PRODUCER: Component(PRODUCER, [python, str(SRC / "api_producer.py")], (),
-                            producer_health, stop_timeout=30),
+        PRODUCER: Component(PRODUCER, [python, str(SRC / "api_producer.py")],
+                            _ports(settings.producer_metrics_port), producer_health,
+                            stop_timeout=30),
         # Started with python rather than spark-submit so that SIGTERM reaches the driver
         # program first and it can stop its queries between batches.
         SPARK: Component(SPARK, [python, str(SRC / "streaming_app.py")],
-                         (settings.spark_ui_port,), spark_health, stop_timeout=60),
-        DASHBOARD: Component(
-            DASHBOARD,
-            [python, "-m", "streamlit", "run", str(SRC / "dashboard.py"),
-             "--server.port", str(settings.dashboard_port),
-             "--server.address", settings.dashboard_address,
-             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            (settings.dashboard_port,), dashboard_health, stop_timeout=15),
+                         _ports(settings.spark_ui_port, settings.spark_metrics_port),
+                         spark_health, stop_timeout=60),
+        DASHBOARD: Component(DASHBOARD, dashboard_command(settings),
+                             _ports(settings.dashboard_port, settings.dashboard_metrics_port),
+                             dashboard_health, stop_timeout=15),
     }
 
 

@@ -31,7 +31,7 @@ from crypto_pipeline.core.status import (
     supervisor_file,
 )
 from crypto_pipeline.core.waiting import WaitTimeout, wait_until
-from crypto_pipeline.ops.components import Component, components, wait_healthy
+from crypto_pipeline.ops.components import Component, components, dashboard_url, wait_healthy
 from crypto_pipeline.ops.supervisor import pid_file
 
 # Marks a line in a component's log where a start begins: the last error shown is the
@@ -239,7 +239,7 @@ def component_detail(settings: Settings, name: str) -> str:
             return (f"query {spark.state}, batch {spark.batch_id} "
                     f"({spark.batch_duration_ms} ms), backlog {backlog}")
     if name == DASHBOARD:
-        return f"http://{settings.dashboard_address}:{settings.dashboard_port}"
+        return dashboard_url(settings)
     if name == KAFKA:
         return settings.kafka_bootstrap_servers
     return ""

@@ -22,7 +22,7 @@ from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import COMPONENTS, DASHBOARD, KAFKA, PRODUCER, SPARK
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from crypto_pipeline.ops import control
-from crypto_pipeline.ops.components import CLI, components
+from crypto_pipeline.ops.components import CLI, components, dashboard_url
 
 COMPOSE_FILE = PROJECT_ROOT / "docker" / "docker-compose.yml"
 # Seconds each component may take to become healthy.
@@ -88,8 +88,7 @@ class Launch:
             return EXIT_FAILED
         self._say(f"==> Started in {time.monotonic() - began:.0f}s")
         if DASHBOARD in self.wanted:
-            self._say(f"    Dashboard  http://{self.settings.dashboard_address}:"
-                      f"{self.settings.dashboard_port}")
+            self._say(f"    Dashboard  {dashboard_url(self.settings)}")
         if SPARK in self.wanted:
             self._say(f"    Spark UI   http://localhost:{self.settings.spark_ui_port}")
         if KAFKA in self.wanted:
@@ -167,6 +166,9 @@ class Launch:
             raise StepFailed(name, reason)
         detail = control.component_detail(self.settings, name)
         error = control.last_error(self.settings, name)
+        if name == DASHBOARD and self.settings.dashboard_exposed:
+            error = (f"the dashboard listens on {self.settings.dashboard_address} without a "
+                     f"password: set DASHBOARD_PASSWORD (pipelinectl.py hash-password)")
         self._ok(detail + (f"\n    warning: {error}" if error else ""))
 
     # --- output and failure ------------------------------------------------------------

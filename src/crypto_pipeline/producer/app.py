@@ -12,12 +12,13 @@ from datetime import datetime
 from typing import Callable
 
 from crypto_pipeline.binance.rest import UnknownSymbolError
-from crypto_pipeline.core import logs
+from crypto_pipeline.core import logs, metrics
 from crypto_pipeline.core.backoff import backoff_seconds
 from crypto_pipeline.core.schema import format_time
 from crypto_pipeline.core.settings import Settings, SettingsError, exit_config_error, load_or_exit
 from crypto_pipeline.core.status import SOURCE_FAULTS, ProducerStatus, State
 from crypto_pipeline.kafka_io.readback import newest_positions
+from crypto_pipeline.producer.metrics import ProducerCollector
 from crypto_pipeline.producer.sink import KafkaTickSink, ProducerFenced, connect_problem
 from crypto_pipeline.producer.sources import SOURCES, PriceSource, ReplayFileError, SourceStatus
 
@@ -172,9 +173,17 @@ def _time(moment: datetime | None) -> str | None:
 
 
 def run_producer(settings: Settings, stop: threading.Event) -> int:
-    """Build the source and the sink PRICE_SOURCE and the Kafka settings ask for, and run."""
+    """Build the source and the sink PRICE_SOURCE and the Kafka settings ask for, and run
+    with the metrics endpoint (PRODUCER_METRICS_PORT) up."""
     source = build_source(settings)
-    return ProducerApp(settings, source, KafkaTickSink(settings, origin=source.origin)).run(stop)
+    app = ProducerApp(settings, source, KafkaTickSink(settings, origin=source.origin))
+    server = metrics.serve(settings.producer_metrics_port, settings.metrics_address,
+                           ProducerCollector(app.status_record))
+    try:
+        return app.run(stop)
+    finally:
+        if server:
+            server.close()
 
 
 def main() -> int:

@@ -10,13 +10,14 @@ import signal
 from kafka.errors import KafkaError
 from py4j.protocol import Py4JError
 
-from crypto_pipeline.core import logs
+from crypto_pipeline.core import logs, metrics
 from crypto_pipeline.core.errors import one_line
 from crypto_pipeline.core.settings import load_or_exit
 from crypto_pipeline.core.status import SparkStatus, State
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from crypto_pipeline.streaming.backfill import Backfill
 from crypto_pipeline.streaming.job import StreamingJob
+from crypto_pipeline.streaming.metrics import SparkCollector
 from crypto_pipeline.streaming.session import build_session
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,19 @@ def main() -> int:
         SparkStatus(state=State.FAILED, last_error=one_line(err)).write(settings.run_dir)
         return 1
     spark = build_session(settings, APP_NAME)
-    # Before the queries: the backfill ends where the live range begins.
-    Backfill(spark, settings).run()
     job = StreamingJob(spark, settings)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: job.request_stop())
+    # Up during the backfill too: it can take minutes, and a scrape then says "starting".
+    server = metrics.serve(settings.spark_metrics_port, settings.metrics_address,
+                           SparkCollector(job.status.snapshot))
     try:
+        # Before the queries: the backfill ends where the live range begins.
+        Backfill(spark, settings).run()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: job.request_stop())
         return job.run()
     finally:
+        if server:
+            server.close()
         # Under spark-submit the JVM may have shut down first (it got the signal too).
         with contextlib.suppress(Py4JError, ConnectionError):
             spark.stop()

@@ -241,6 +241,11 @@ class StatusReporter(StreamingQueryListener):
             self._write()
             self._finished = self._finished or final
 
+    def snapshot(self) -> SparkStatus:
+        """The status as it is now (a copy: the listener goes on changing its own)."""
+        with self._lock:
+            return dataclasses.replace(self._status)
+
     def count_emitted(self, rows: int) -> None:
         with self._lock:
             self._status.emitted_rows += rows

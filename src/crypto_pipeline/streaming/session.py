@@ -34,6 +34,15 @@ def build_session(settings: Settings, app_name: str, **extra_conf: str):
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.streaming.metricsEnabled", "true")
+        # Spark's own metrics in Prometheus' format on its UI: executors at
+        # /metrics/executors/prometheus, the driver (streaming queries too) at
+        # /metrics/prometheus, named after the application rather than its id, which
+        # changes with every start.
+        .config("spark.ui.prometheus.enabled", "true")
+        .config("spark.metrics.namespace", "${spark.app.name}")
+        .config("spark.metrics.conf.*.sink.prometheusServlet.class",
+                "org.apache.spark.metrics.sink.PrometheusServlet")
+        .config("spark.metrics.conf.*.sink.prometheusServlet.path", "/metrics/prometheus")
     )
     jars = connector_jars()
     if jars:
