@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from support.dashboard_support import (
     aggregate,
@@ -100,7 +100,7 @@ def test_without_kafka_the_page_says_so_and_names_the_source(dashboard, tmp_path
 
 def test_history_is_shown_after_a_restart_and_marked_stale(dashboard, tmp_path):
     settings = offline_settings(tmp_path)
-    HistoryStore(settings.history_db).upsert([
+    open_history(settings.history_url).upsert([
         aggregate("BTCUSDT", NOW - 10 * MINUTE, 97000.0, emitted_at=NOW - 6 * MINUTE),
         aggregate("BTCUSDT", NOW - 9 * MINUTE, 97100.0, emitted_at=NOW - 5 * MINUTE)])
     at = dashboard(settings)

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history
 from crypto_pipeline.dashboard.feed import KafkaFeed
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from support.dashboard_support import aggregate, produce, produce_aggregates
@@ -21,7 +21,7 @@ def prices(feed, symbol):
 
 
 def test_feed_rebuilds_from_history_and_topic_then_follows(settings):
-    HistoryStore(settings.history_db).upsert([
+    open_history(settings.history_url).upsert([
         aggregate("BTCUSDT", NOW - 10 * MINUTE, 100.0),
         aggregate("BTCUSDT", NOW - 9 * MINUTE, 101.0),
         # Older than the topics' retention: a restart does not bring it back.
@@ -61,7 +61,7 @@ def test_replayed_windows_years_old_are_kept(settings):
     """Retention counts back from the newest window, not from today: a replay of 2022's
     klines is still the page's data."""
     replayed = datetime(2022, 8, 14, 12, 0, tzinfo=timezone.utc)
-    HistoryStore(settings.history_db).upsert([
+    open_history(settings.history_url).upsert([
         aggregate("ETHUSDT", replayed + i * MINUTE, 1900.0 + i) for i in range(3)])
     ensure_topics(settings)
     produce_aggregates(settings, [aggregate("ETHUSDT", replayed + 3 * MINUTE, 1903.0)])
