@@ -31,7 +31,7 @@ def parse_history_url(text: str) -> str:
     text = text.strip()
     try:
         parts = urlsplit(text)
-        engine = _ENGINES.get(parts.scheme)
+        engine = _ENGINES.get(parts.scheme) if "://" in text else None
         if engine == SQLITE:
             return sqlite_url(_sqlite_path(parts.netloc, parts.path, parts.query))
         if engine == POSTGRESQL:
