@@ -18,7 +18,7 @@ from support.dashboard_support import (
     shows,
     texts,
 )
-from support.helpers import wait_for
+from support.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +139,19 @@ def test_login_guards_the_page_and_slows_wrong_tries(dashboard, tmp_path):
     at.button[0].click().run()
     assert not at.text_input and at.title[0].value == "Crypto prices"
     assert at.get_by_key("freshness").metric, "the dashboard is shown"
+
+
+def test_an_unavailable_history_store_is_named_on_the_page_without_its_password(dashboard,
+                                                                               tmp_path):
+    url = f"postgresql://pipeline:hunter2@127.0.0.1:{free_port()}/crypto"
+    settings = offline_settings(tmp_path, history_url=url)
+    at = dashboard(settings)
+    shown = wait_for(lambda: shows(at, lambda at: [text for text in texts(at.warning)
+                                                   if "history store" in text]), 30,
+                     "the history notice")
+    assert shown[0].startswith(
+        f"The history store is unavailable (HISTORY_URL=postgresql://pipeline:***@127.0.0.1:"
+        f"{url.rsplit(':', 1)[1].split('/')[0]}/crypto: connection failed")
+    assert shown[0].endswith("the page shows what Kafka has.")
+    page = " ".join(texts(at.warning) + texts(at.error) + texts(at.info) + texts(at.markdown))
+    assert "hunter2" not in page

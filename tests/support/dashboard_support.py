@@ -83,7 +83,8 @@ def shows(at, what):
 
 
 def offline_settings(tmp_path, **changes) -> Settings:
-    return Settings.load(environ={}, env_file=None).replace(
-        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
-        history_url=sqlite_url(tmp_path / "h.sqlite"),
-        run_dir=tmp_path / "run", **changes)
+    """Settings of a dashboard whose Kafka is down (nothing listens on its port)."""
+    return Settings.load(environ={}, env_file=None).replace(**{
+        "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",
+        "history_url": sqlite_url(tmp_path / "h.sqlite"), "run_dir": tmp_path / "run",
+        **changes})

@@ -126,15 +126,19 @@ def windows(ticks, settings) -> dict[str, dict]:
                             settings.window_slide.seconds)
 
 
-def history_by_key(settings) -> dict[str, dict]:
-    """The history store as the topic's JSON would have it."""
+def by_key(rows) -> dict[str, dict]:
+    """Parsed aggregates (times as datetimes) as the topic's JSON would have them."""
     def as_json(value):
         return format_time(value) if isinstance(value, datetime) else value
 
-    with open_history(settings.history_url) as history:
-        rows = history.load()
     return {aggregate_key(row["symbol"], format_time(row["window_start"])):
             {name: as_json(value) for name, value in row.items()} for row in rows}
+
+
+def history_by_key(settings) -> dict[str, dict]:
+    """The history store as the topic's JSON would have it."""
+    with open_history(settings.history_url) as history:
+        return by_key(history.load())
 
 
 def spark_status(run_dir) -> SparkStatus:

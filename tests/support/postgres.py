@@ -27,8 +27,10 @@ PASSWORD = "s3cret-pw"
 DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 # Small and quick for a shared machine; a benchmark asks for durable writes.
 TEST_OPTIONS = ("-c", "shared_buffers=32MB", "-c", "max_connections=40")
-NOT_DURABLE = ("-c", "fsync=off", "-c", "synchronous_commit=off",
-               "-c", "full_page_writes=off")
+# Without flushes to disk: only an operating system crash could lose data. Commits stay
+# synchronous: a server crash (stop("immediate")) must not lose a committed batch, as
+# the job relies on (asynchronous commits lose the last ones).
+NOT_DURABLE = ("-c", "fsync=off", "-c", "full_page_writes=off")
 
 
 def bin_dir() -> Path | None:
@@ -128,14 +130,15 @@ class PostgresServer:
     def create_database(self) -> str:
         """A new empty database; its URL."""
         name = f"t_{uuid.uuid4().hex[:12]}"
-        self._admin(f'CREATE DATABASE "{name}"')
+        self.admin(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
-        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    def _admin(self, statement: str) -> None:
+    def admin(self, statement: str) -> None:
+        """Run one statement as the superuser, outside a transaction."""
         import psycopg
 
         with psycopg.connect(self.url(), autocommit=True) as connection:

@@ -88,10 +88,10 @@ class StreamingJob:
         self.spark.streams.addListener(self.status)
         self.queries.append(self._start_aggregates())
         self.queries.append(self._start_dead_letters())
-        log.info("reading %s from %s; aggregates to %s (checkpoint %s), dead letters to %s",
-                 self.settings.input_topic, self.settings.kafka_bootstrap_servers,
-                 self.settings.output_topic, self.settings.checkpoint_dir,
-                 self.settings.dlq_topic)
+        log.info("reading %s from %s; aggregates to %s (checkpoint %s) and the history %s, "
+                 "dead letters to %s", self.settings.input_topic,
+                 self.settings.kafka_bootstrap_servers, self.settings.output_topic,
+                 self.settings.checkpoint_dir, self.history.location, self.settings.dlq_topic)
 
     def request_stop(self) -> None:
         """Ask `run` to stop; safe to call from a signal handler."""
