@@ -112,6 +112,11 @@ def test_recent_returns_look_back_from_each_moment(history):
                                       ("ETHUSDT", START), ("XRPUSDT", moment)], limit=3)
     assert returns == {("BTCUSDT", moment): [7.0, 6.0, 5.0], ("ETHUSDT", START): [],
                        ("XRPUSDT", moment): []}
+    # Several moments of one symbol (a batch's windows), each with its own look-back.
+    moments = [START + k * MINUTE for k in (4, 5, 6, 9, 20)]
+    returns = history.recent_returns([("BTCUSDT", m) for m in moments], limit=3)
+    assert [returns[("BTCUSDT", m)] for m in moments] == [
+        [], [0.0], [1.0, 0.0], [4.0, 3.0, 2.0], [9.0, 8.0, 7.0]]
 
 
 def test_an_alert_is_recorded_once(history):

@@ -61,7 +61,10 @@ class PostgresEngine:
         options = {"autocommit": True, "application_name": "crypto-pipeline"}
         if "connect_timeout" not in self.url:
             options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-        return self._psycopg.connect(self.url, **options)
+        connection = self._psycopg.connect(self.url, **options)
+        # Times then come back in UTC, as the pipeline writes them (and compare fast).
+        connection.execute("SET TIME ZONE 'UTC'")
+        return connection
 
     @contextmanager
     def connection(self) -> Iterator[tuple[Any, bool]]:

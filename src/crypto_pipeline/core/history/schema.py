@@ -61,16 +61,15 @@ def create_index(table: Table, name: str) -> str:
 
 def insert(table: Table, rows: int, *, replace: bool) -> str:
     """Insert `rows` rows in one statement; a key already there is updated (`replace`) or
-    left as it was. Returns the keys of the rows it wrote."""
+    left as it was. Returns the keys of the rows it wrote (an update does not need to:
+    it always writes)."""
     values = ", ".join(["(" + ", ".join("?" for _ in table.columns) + ")"] * rows)
+    text = (f"INSERT INTO {quoted(table.name)} ({_names(table.columns)}) VALUES {values} "
+            f"ON CONFLICT ({_names(table.key)}) ")
     if replace:
-        updates = ", ".join(f"{quoted(c)} = excluded.{quoted(c)}"
-                            for c in table.columns if c not in table.key)
-        conflict = f"DO UPDATE SET {updates}"
-    else:
-        conflict = "DO NOTHING"
-    return (f"INSERT INTO {quoted(table.name)} ({_names(table.columns)}) VALUES {values} "
-            f"ON CONFLICT ({_names(table.key)}) {conflict} RETURNING {_names(table.key)}")
+        return text + "DO UPDATE SET " + ", ".join(
+            f"{quoted(c)} = excluded.{quoted(c)}" for c in table.columns if c not in table.key)
+    return text + f"DO NOTHING RETURNING {_names(table.key)}"
 
 
 def select(table: Table, where: str = "", order_by: tuple[str, ...] = ()) -> str:

@@ -121,32 +121,42 @@ class HistoryStore:
 
     def write(self, table: Table, rows: Iterable[Mapping[str, Any]], *,
               replace: bool = True) -> list[Mapping[str, Any]]:
-        """Insert rows (dicts of the table's fields); a key already there is updated
-        (`replace`) or kept as it was. Returns the rows written, in order. Of rows with
-        the same key the last counts, as if written one after the other."""
-        columns = {f.name: f for f in table.fields}
-        by_key = {tuple(self._param(columns[name], row.get(name)) for name in table.key): row
-                  for row in rows}
-        if not by_key:
+        """Insert rows (dicts of the table's fields), as if one after the other; a key
+        already there is updated (`replace`) or kept as it was. Returns the rows that
+        were written, in order."""
+        rows = list(rows)
+        if not rows:
             return []
-        written: set[tuple] = set()
-        items = list(by_key.items())
         with self._cursor() as cursor:
+            if replace:
+                # Every row is written: nothing to return, and both drivers send a
+                # statement run many times fastest this way (psycopg pipelines it).
+                cursor.executemany(self._sql(schema.insert(table, 1, replace=True)),
+                                   [self._params(table, row) for row in rows])
+                return rows
+            first: dict[tuple, Mapping[str, Any]] = {}
+            for row in rows:
+                first.setdefault(self._key(table, row), row)
+            items = list(first.items())
+            written: set[tuple] = set()
             for start in range(0, len(items), ROWS_PER_STATEMENT):
                 chunk = items[start:start + ROWS_PER_STATEMENT]
-                params = [self._param(f, row.get(f.name)) for _, row in chunk
-                          for f in table.fields]
-                cursor.execute(self._sql(schema.insert(table, len(chunk), replace=replace)),
+                params = [value for _, row in chunk for value in self._params(table, row)]
+                cursor.execute(self._sql(schema.insert(table, len(chunk), replace=False)),
                                params)
-                written.update(self._key_params(table, key) for key in cursor.fetchall())
+                written.update(self._key(table, dict(zip(table.key, key)), stored=True)
+                               for key in cursor.fetchall())
         return [row for key, row in items if key in written]
 
-    def _key_params(self, table: Table, key: Sequence[Any]) -> tuple:
-        """A key as the database returned it, in the form `write` sent it."""
+    def _params(self, table: Table, row: Mapping[str, Any]) -> list[Any]:
+        return [self._param(f, row.get(f.name)) for f in table.fields]
+
+    def _key(self, table: Table, row: Mapping[str, Any], *, stored: bool = False) -> tuple:
+        """A row's key as `write` sends it; `stored`: the values as the database gave them."""
         columns = {f.name: f for f in table.fields}
-        return tuple(self._time(self.engine.from_db(value))
-                     if columns[name].type == "timestamp" else value
-                     for name, value in zip(table.key, key))
+        return tuple(self._param(columns[name], self.engine.from_db(row[name])
+                                 if stored and columns[name].type == "timestamp"
+                                 else row.get(name)) for name in table.key)
 
     def read(self, table: Table, where: str = "", params: Sequence[Any] = (),
              order_by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -227,12 +237,32 @@ class HistoryStore:
                        limit: int) -> dict[tuple[str, datetime], list[float]]:
         """For each (symbol, moment): the pct_change of the symbol's newest `limit` windows
         that ended at or before that moment, newest first."""
-        query = self._sql('SELECT "pct_change" FROM "aggregates" WHERE "symbol" = ? AND '
-                          '"window_end" <= ? ORDER BY "window_start" DESC LIMIT ?')
+        moments: dict[str, set[datetime]] = {}
+        for symbol, moment in wanted:
+            moments.setdefault(symbol, set()).add(moment)
+        # One query per symbol, not per moment (a batch asks for several windows of each):
+        # the newest windows that ended by its last moment, read backwards along the key's
+        # index, hold every moment's answer once each moment has `limit` of them (or there
+        # are no more); the few moments of a batch rarely need a second, longer read.
+        query = self._sql('SELECT "window_end", "pct_change" FROM "aggregates" '
+                          'WHERE "symbol" = ? AND "window_end" <= ? '
+                          'ORDER BY "window_start" DESC LIMIT ?')
+        returns = {}
         with self._cursor() as cursor:
-            return {(symbol, moment): [value for (value,) in cursor.execute(
-                        query, (symbol, self._time(moment), limit)).fetchall()]
-                    for symbol, moment in set(wanted)}
+            for symbol, of_symbol in moments.items():
+                # Compared as stored: SQLite's time text sorts as the times do.
+                until = {moment: self._time(moment) for moment in of_symbol}
+                fetch = limit + len(of_symbol)
+                while True:
+                    windows = cursor.execute(
+                        query, (symbol, max(until.values()), fetch)).fetchall()
+                    found = {moment: [change for end, change in windows if end <= last][:limit]
+                             for moment, last in until.items()}
+                    if len(windows) < fetch or all(len(v) == limit for v in found.values()):
+                        break
+                    fetch *= 2
+                returns.update({(symbol, moment): values for moment, values in found.items()})
+        return returns
 
     # --- alerts ------------------------------------------------------------------------
 
