@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 
 from crypto_pipeline.core.history import (
@@ -183,8 +184,6 @@ def test_the_schema_is_migrated_from_its_declaration(history_url, caplog):
 
 
 def test_postgres_columns_have_types_psql_users_can_use(postgres_url):
-    import psycopg
-
     with open_history(postgres_url) as history:
         history.migrate()
     with psycopg.connect(postgres_url) as connection:
@@ -198,8 +197,6 @@ def test_postgres_columns_have_types_psql_users_can_use(postgres_url):
 
 
 def test_a_broken_postgres_connection_fails_once_then_reconnects(postgres_url):
-    import psycopg
-
     with open_history(postgres_url) as history:
         history.upsert([aggregate("BTCUSDT", START, 1.0)])
         with psycopg.connect(postgres_url, autocommit=True) as admin:
