@@ -152,11 +152,15 @@ class HistoryStore:
         return [self._param(f, row.get(f.name)) for f in table.fields]
 
     def _key(self, table: Table, row: Mapping[str, Any], *, stored: bool = False) -> tuple:
-        """A row's key as `write` sends it; `stored`: the values as the database gave them."""
+        """A row's key as `write` sends it; `stored`: the row as the database returned it."""
         columns = {f.name: f for f in table.fields}
-        return tuple(self._param(columns[name], self.engine.from_db(row[name])
-                                 if stored and columns[name].type == "timestamp"
-                                 else row.get(name)) for name in table.key)
+        key = []
+        for name in table.key:
+            value = row.get(name)
+            if stored and columns[name].type == "timestamp":
+                value = self.engine.from_db(value)
+            key.append(self._param(columns[name], value))
+        return tuple(key)
 
     def read(self, table: Table, where: str = "", params: Sequence[Any] = (),
              order_by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
