@@ -225,6 +225,12 @@ def test_ready_history_names_the_setting_and_masks_the_password(postgres):
         ready_history(refused, timeout=1)
     assert PASSWORD not in str(err.value)
 
+    # libpq quotes what it cannot read of a URL, here the password itself.
+    unreadable = f"postgresql://pipeline:se%zzcret@127.0.0.1:{postgres.port}/crypto"
+    with pytest.raises(HistoryUnavailable, match="invalid percent-encoded token") as err:
+        ready_history(unreadable, timeout=30)
+    assert "zz" not in str(err.value) and "se%" not in str(err.value)
+
 
 @pytest.mark.parametrize("case", ["missing database", "refused", "bad scheme"])
 def test_the_spark_entry_point_stops_with_one_line_naming_the_url(case, postgres, tmp_path):

@@ -19,6 +19,7 @@ from crypto_pipeline.core.history.url import (
     mask_password,
     sqlite_path,
     sqlite_url,
+    without_password,
 )
 from crypto_pipeline.core.waiting import WaitTimeout, wait_until
 
@@ -49,7 +50,7 @@ def open_history(url: str) -> HistoryStore:
 
 def problem(url: str, error: BaseException | str) -> str:
     """One line naming the setting (password masked) and what is wrong with it."""
-    return f"{SETTING}={mask_password(url)}: {one_line(error)}"
+    return f"{SETTING}={mask_password(url)}: {without_password(one_line(error), url)}"
 
 
 def ready_history(url: str, timeout: float) -> HistoryStore:

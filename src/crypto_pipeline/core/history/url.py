@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from crypto_pipeline.core.paths import PROJECT_ROOT
 
@@ -88,3 +88,18 @@ def mask_password(text: str) -> str:
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
         return MASK
+
+
+def without_password(text: str, url: str) -> str:
+    """`text` (a driver's error) with the URL's password masked wherever it appears: libpq
+    quotes the part of a URL it cannot read, which may be the password."""
+    try:
+        parts = urlsplit(url)
+        secrets = [parts.password or ""] + [value for key, value in parse_qsl(parts.query)
+                                            if key == "password"]
+    except ValueError:
+        return MASK
+    for secret in secrets:
+        for form in {secret, unquote(secret)} - {""}:
+            text = text.replace(form, MASK)
+    return text
