@@ -183,23 +183,22 @@ def _replication(text: str) -> int | None:
 
 
 def setting(default: str | None, help: str, parse: Callable[[str], Any] = _text,
-            *, secret: bool | Callable[[str], str] = False, group: str = "",
-            alias: tuple[str, Callable[[str], Any]] | None = None) -> Any:
+            *, secret: bool = False, mask: Callable[[str], str] | None = None,
+            group: str = "", alias: tuple[str, Callable[[str], Any]] | None = None) -> Any:
     """Declare one setting: its default as it would be written in `.env`, and its meaning.
-    `secret`: True hides the whole value wherever it is shown, a function shows the
-    value through it (a URL with its password masked). `alias`: an older name and how
-    its value is read, used when the setting itself is not set."""
+    `secret`: the whole value is hidden wherever it is shown; `mask`: the value is shown
+    through it (a URL with its password masked). `alias`: an older name and how its value
+    is read, used when the setting itself is not set."""
     return field(default=None, metadata={
-        "default": default, "help": help, "parse": parse, "secret": secret, "group": group,
-        "alias": alias})
+        "default": default, "help": help, "parse": parse, "secret": secret, "mask": mask,
+        "group": group, "alias": alias})
 
 
 def _shown(spec: dataclasses.Field, text: str) -> str:
     """A value as logs and pages may show it."""
-    secret = spec.metadata["secret"]
-    if callable(secret):
-        return secret(text)
-    return "***" if secret and text else text
+    if spec.metadata["secret"]:
+        return "***" if text else text
+    return spec.metadata["mask"](text) if spec.metadata["mask"] else text
 
 
 # --- the settings ----------------------------------------------------------------------
@@ -320,7 +319,7 @@ class Settings:
         "for an absolute one) or postgresql://user:password@host:port/database (the "
         "password is masked wherever settings are shown); HISTORY_DB, the old setting (a "
         "SQLite file path), still counts when this is not set", parse_history_url,
-        secret=mask_password, alias=("HISTORY_DB", sqlite_file), group=SPARK)
+        mask=mask_password, alias=("HISTORY_DB", sqlite_file), group=SPARK)
     history_connect_timeout: Duration = setting(
         "30 seconds", "how long the Spark job, starting, waits for a history database that "
         "does not answer (one restarting) before it stops with an error", Duration.parse,
@@ -399,7 +398,7 @@ class Settings:
             try:
                 values[spec.name] = parse(raw)
             except ValueError as err:
-                shown = "***" if spec.metadata["secret"] is True else repr(_shown(spec, raw))
+                shown = "***" if spec.metadata["secret"] else repr(_shown(spec, raw))
                 raise SettingsError(f"{name}={shown}: {err}") from None
         settings = cls(**values)
         settings._check()
