@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from crypto_pipeline.core.history import sqlite_url
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.processes import free_port
 from crypto_pipeline.core.settings import Settings
@@ -23,7 +24,8 @@ def phase_settings(base: Settings, bootstrap: str, work: Path, phase: str,
         kafka_bootstrap_servers=bootstrap, kafka_mode="external",
         input_topic=f"bench-ticks-{phase}", output_topic=f"bench-aggregates-{phase}",
         dlq_topic=f"bench-dlq-{phase}", alerts_topic=f"bench-alerts-{phase}",
-        checkpoint_dir=work / phase / "checkpoint", history_db=work / phase / "history.sqlite",
+        checkpoint_dir=work / phase / "checkpoint",
+        history_url=sqlite_url(work / phase / "history.sqlite"),
         run_dir=work / phase / "run", spark_ui_port=free_port(), backfill_enabled=False,
         # Nothing scrapes them; their fixed ports may be taken by a running pipeline.
         producer_metrics_port=0, spark_metrics_port=0, dashboard_metrics_port=0,

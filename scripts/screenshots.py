@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from crypto_pipeline.core import logs
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history, sqlite_url
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.processes import free_port
 from crypto_pipeline.core.settings import load_or_exit
@@ -38,7 +38,7 @@ def _environment(state: Path) -> dict[str, str]:
         "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{kafka}",
         "KAFKA_DATA_DIR": str(state / "kafka"), "RUN_DIR": str(state / "run"),
         "CHECKPOINT_DIR": str(state / "checkpoints" / "crypto-aggregates"),
-        "HISTORY_DB": str(state / "history.sqlite"),
+        "HISTORY_URL": sqlite_url(state / "history.sqlite"),
         "DASHBOARD_PORT": str(free_port()), "SPARK_UI_PORT": str(free_port()),
         # Two hours of real BTCUSDT minutes a minute: an hour of windows in 30 s.
         "PRICE_SOURCE": "replay", "REPLAY_FILE": str(REPLAY), "REPLAY_SPEED": "120",
@@ -55,9 +55,13 @@ def _run(script: str, env: dict[str, str]) -> None:
     subprocess.run([str(PROJECT_ROOT / script)], cwd=PROJECT_ROOT, env=env, check=True)
 
 
-def _wait_for_windows(history_db: Path, count: int, timeout: float = 300) -> None:
-    wait_until(lambda: len(HistoryStore(history_db).load()) >= count, timeout,
-               f"{count} windows in the history store", interval=1.0)
+def _wait_for_windows(history_url: str, count: int, timeout: float = 300) -> None:
+    def windows() -> int:
+        with open_history(history_url) as history:
+            return len(history.load())
+
+    wait_until(lambda: windows() >= count, timeout, f"{count} windows in the history store",
+               interval=1.0)
 
 
 def _dashboard(page, url: str) -> None:
@@ -94,7 +98,7 @@ def take() -> list[Path]:
         env = _environment(Path(tmp))
         _run("start.sh", env)
         try:
-            _wait_for_windows(Path(env["HISTORY_DB"]), WINDOWS_WANTED)
+            _wait_for_windows(env["HISTORY_URL"], WINDOWS_WANTED)
             with browser.chromium() as chromium:
                 page = chromium.new_page(viewport=VIEWPORT)
                 _dashboard(page, f"http://127.0.0.1:{env['DASHBOARD_PORT']}")

@@ -1,8 +1,11 @@
-"""Shared fixtures: a real Kafka broker and a real SparkSession, started once per run.
+"""Shared fixtures: a real Kafka broker, a real SparkSession and a real PostgreSQL server,
+each started once per run.
 
 Every integration test gets its own topics and checkpoint directories (`settings`), so
 tests share one broker without seeing each other's data. Set TEST_KAFKA_BOOTSTRAP to run
-against a broker that is already up instead of starting one.
+against a broker that is already up instead of starting one. A test asking for
+PostgreSQL gets a database of its own on the shared server (`postgres_url`); without
+PostgreSQL on the machine it is skipped, in CI it fails.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Iterator
 
 import pytest
 
+from crypto_pipeline.core.history import sqlite_url
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.settings import Duration, Settings
 from support.fake_binance import FakeBinance
@@ -44,6 +48,36 @@ def kafka(tmp_path_factory):
         broker.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server (support.postgres) for the run."""
+    from support import postgres as pg
+
+    reason = pg.missing_reason()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with pg.PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres) -> Iterator[str]:
+    """The URL of a new, empty database on the test server, dropped after the test."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_url(request, tmp_path) -> str:
+    """A HISTORY_URL of each engine: the same test runs against both."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "history.sqlite")
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
 def settings(kafka, tmp_path) -> Settings:
     """Settings pointing at the test broker, with topics and state private to this test."""
@@ -56,7 +90,7 @@ def settings(kafka, tmp_path) -> Settings:
         alerts_topic=f"alerts-{tag}",
         topic_partitions=2,
         checkpoint_dir=tmp_path / "checkpoints" / "aggregates",
-        history_db=tmp_path / "history.sqlite",
+        history_url=sqlite_url(tmp_path / "history.sqlite"),
         run_dir=tmp_path / "run",
         kafka_data_dir=tmp_path / "kafka-data",
         trigger_interval=Duration.parse("1 second"),

@@ -4,15 +4,20 @@ its configuration table is the one generated from the settings module."""
 import re
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 
+from crypto_pipeline.core.history import open_history
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.settings import Settings, fields, settings_table
 from crypto_pipeline.core.status import COMPONENTS
 
 README = (PROJECT_ROOT / "README.md").read_text()
-SETTINGS = {spec.name.upper() for spec in fields()}
+# A setting's older name (HISTORY_DB) still works, so the README may name it.
+SETTINGS = {spec.name.upper() for spec in fields()} | {
+    spec.metadata["alias"][0] for spec in fields() if spec.metadata["alias"]}
 # Variables that are not the pipeline's settings: Spark's own, the shell's, the tests'
 # (SOAK_MINUTES: the soak's length) and an error class quoted in the troubleshooting table.
 OTHER_VARIABLES = {"SPARK_LOCAL_IP", "JAVA_HOME", "PYTHONPATH",
@@ -86,3 +91,31 @@ def test_the_prometheus_scrape_configs_scrape_the_default_ports():
     assert targets == {f"localhost:{port}" for port in (
         defaults.producer_metrics_port, defaults.spark_metrics_port,
         defaults.dashboard_metrics_port, defaults.spark_ui_port)}
+
+
+def test_the_psql_examples_run_and_find_what_they_say(postgres_url):
+    """The README's SQL against a history the store wrote: the last hour of BTCUSDT, and
+    the symbols of the last hour ordered by how far they moved."""
+    queries = re.findall(r"```sql\n(.*?)```", README, re.S)
+    assert len(queries) == 2, "the README shows two psql examples"
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    rows = []
+    for symbol, move in (("BTCUSDT", 0.1), ("ETHUSDT", -0.3), ("SOLUSDT", 0.2)):
+        for minutes in range(90, 0, -1):
+            start = now - timedelta(minutes=minutes)
+            price = 100.0 + move * (90 - minutes)
+            rows.append({"symbol": symbol, "window_start": start,
+                         "window_end": start + timedelta(minutes=5), "avg_price": price,
+                         "min_price": price, "max_price": price, "count": 1, "spread": 0.0,
+                         "open_price": price, "close_price": price + move,
+                         "pct_change": 100 * move / price, "last_event_time": start,
+                         "emitted_at": start})
+    with open_history(postgres_url) as history:
+        history.upsert(rows)
+    with psycopg.connect(postgres_url) as connection:
+        last_hour = connection.execute(queries[0]).fetchall()
+        movers = connection.execute(queries[1]).fetchall()
+    # Windows every minute; now() is a little past the minute the newest one started.
+    assert len(last_hour) in (59, 60) and last_hour == sorted(last_hour)
+    assert all(row[0] >= now - timedelta(hours=1) for row in last_hour)
+    assert [row[0] for row in movers] == ["ETHUSDT", "SOLUSDT", "BTCUSDT"]

@@ -15,7 +15,7 @@ from crypto_pipeline.alerts import rules as alerts
 from crypto_pipeline.alerts.publisher import SpikeAlerts
 from crypto_pipeline.alerts.rules import MOVE, ZSCORE, AlertRules, detect
 from crypto_pipeline.alerts.webhook import AlertWebhook, slack_body
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history
 from crypto_pipeline.core.schema import ALERT_FIELDS, parse_alert
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.kafka_io.topics import ensure_topics
@@ -84,7 +84,7 @@ def test_rules_come_from_the_settings():
 def test_one_alert_per_window_and_kind_through_updates_and_restarts(settings, kafka,
                                                                     webhook_receiver):
     ensure_topics(settings)
-    history = HistoryStore(settings.history_db)
+    history = open_history(settings.history_url)
     # 25 calm windows that all ended before the spike window starts, and 4 that overlap
     # it with wild returns: those share ticks with it and must not count.
     calm = [window(CALM[i % 20] if i < 20 else 0.0, START + i * MINUTE) for i in range(25)]
@@ -118,7 +118,7 @@ def test_one_alert_per_window_and_kind_through_updates_and_restarts(settings, ka
     finally:
         job.close()
     # A restarted job (and a batch run again) remembers what was sent.
-    restarted = SpikeAlerts(settings, HistoryStore(settings.history_db))
+    restarted = SpikeAlerts(settings, open_history(settings.history_url))
     assert restarted.check([spike] + overlapping) == []
 
     records = read_topic(kafka, settings.alerts_topic, min_records=len(sent), idle=0.5)

@@ -1,15 +1,18 @@
 """The benchmark's arithmetic: percentiles, which aggregate contains a tick, when a live
 run keeps up, a drain's rate, and the README table it writes. (The benchmark itself is
-./bench.sh: figures are printed, never asserted by a timed test.)"""
+./bench.sh and bench/history_write.py: figures are printed, never asserted by a timed
+test.)"""
 
 from __future__ import annotations
 
 import pytest
 
+from bench import history_write
 from bench.measure import Batch, drain_rate, keeps_up, percentiles, tick_latencies
 from bench.phases import Markers, live_rates, sustained
 from bench.plan import Plan
 from bench.report import readme_with_table
+from crypto_pipeline.core.schema import AGGREGATE_FIELDS
 
 
 def batch(started: float, seconds: float, rows: int, backlog: int | None = 0) -> Batch:
@@ -112,3 +115,14 @@ def test_the_readme_table_is_replaced_between_its_markers():
         in new and new.count("| Live: ") == 2
     with pytest.raises(ValueError):
         readme_with_table("no markers", RESULTS, "x")
+
+
+def test_the_history_phase_writes_what_a_batch_at_200_symbols_changes():
+    rows = history_write.batch_rows(minute=10)
+    assert len(rows) == 200 * 5 == len({(r["symbol"], r["window_start"]) for r in rows})
+    assert all(tuple(row) == tuple(f.name for f in AGGREGATE_FIELDS) for row in rows)
+    results = {"engines": {"sqlite": {
+        name: {"median": 1.5, "p95": 2.0, "max": 3.0}
+        for name in ("upsert_ms", "lookback_ms", "batch_ms")} | {"load_average": 0.5}}}
+    assert "| sqlite | 1.5 ms (p95 2.0) | 1.5 ms (p95 2.0) | 1.5 ms (p95 2.0) | 0.5 |" in \
+        history_write.table(results)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from crypto_pipeline.core.history import sqlite_url
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.settings import Settings, SettingsError, env_example, fields
 
@@ -132,3 +133,51 @@ def test_a_checkpoint_can_be_a_location_every_worker_reaches():
     assert s.checkpoint_dir == "hdfs://namenode:8020/crypto/checkpoints"
     assert s.dlq_checkpoint_dir == "hdfs://namenode:8020/crypto/checkpoints-dlq"
     assert load().dlq_checkpoint_dir == PROJECT_ROOT / "checkpoints" / "crypto-aggregates-dlq"
+
+
+def test_the_history_url_defaults_to_the_sqlite_file_history_db_named():
+    default = sqlite_url(PROJECT_ROOT / "data" / "history.sqlite")
+    assert load().history_url == default
+    # HISTORY_DB, the old setting, still works: a SQLite path, relative to the project.
+    assert load(HISTORY_DB="./data/history.sqlite").history_url == default
+    assert load(HISTORY_DB="/tmp/h.sqlite").history_url == "sqlite:////tmp/h.sqlite"
+    assert load(HISTORY_URL="sqlite:///data/h.sqlite").history_url == sqlite_url(
+        PROJECT_ROOT / "data" / "h.sqlite")
+
+
+def test_history_url_wins_over_history_db_and_the_environment_over_dotenv(tmp_path):
+    postgres = "postgresql://crypto:pw@db.internal:5432/crypto"
+    assert load(HISTORY_URL=postgres, HISTORY_DB="/tmp/old.sqlite").history_url == postgres
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"HISTORY_URL={postgres}\n")
+    s = Settings.load(environ={"HISTORY_DB": "/tmp/old.sqlite"}, env_file=env_file)
+    assert s.history_url == "sqlite:////tmp/old.sqlite"
+    assert Settings.load(environ={}, env_file=env_file).history_url == postgres
+
+
+@pytest.mark.parametrize("value,problem", [
+    ("mysql://u:hunter2@h/db", "expected sqlite:///path/to/file.sqlite or postgresql://"),
+    ("localhost:5432/crypto", "expected sqlite:///"),
+    ("postgresql://u:hunter2@h:port/db", "Port could not be cast"),
+    ("postgresql://u:hunter2@h:5432", "no database name"),
+    ("sqlite://host/file.sqlite", "sqlite:/// then the file's path"),
+])
+def test_a_bad_history_url_is_named_with_its_password_masked(value, problem):
+    with pytest.raises(SettingsError) as err:
+        load(HISTORY_URL=value)
+    assert str(err.value).startswith("HISTORY_URL='") and problem in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_the_history_password_is_masked_wherever_settings_are_shown():
+    url = "postgresql://crypto:hunter2@db.internal:5432/crypto?sslmode=require"
+    s = load(HISTORY_URL=url)
+    assert "HISTORY_URL=postgresql://crypto:***@db.internal:5432/crypto?sslmode=require" in \
+        s.describe()
+    assert "hunter2" not in "\n".join(s.describe())
+    assert s.shown("history_url") == "postgresql://crypto:***@db.internal:5432/crypto" \
+                                     "?sslmode=require"
+    # Another process gets the URL itself.
+    assert Settings.load(environ=s.to_environ(), env_file=None).history_url == url
+    assert load(HISTORY_URL="postgresql://crypto@db/crypto?password=hunter2").shown(
+        "history_url") == "postgresql://crypto@db/crypto?password=***"

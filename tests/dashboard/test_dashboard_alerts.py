@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 
 from crypto_pipeline.alerts.rules import AlertRules, detect
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history
 from crypto_pipeline.dashboard import charts, views
 from crypto_pipeline.dashboard.store import AggregateStore, AlertStore
 from support.dashboard_support import aggregate, offline_settings, shows
@@ -83,7 +83,7 @@ def test_markers_sit_on_the_alerted_windows_of_the_charts():
 def test_after_a_restart_the_feed_shows_the_alerts_the_history_store_remembers(dashboard,
                                                                                tmp_path):
     settings = offline_settings(tmp_path)
-    history = HistoryStore(settings.history_db)
+    history = open_history(settings.history_url)
     history.upsert([aggregate("BTCUSDT", NOW - k * MINUTE, 97000.0 + k) for k in range(6)])
     history.record_alerts(spike("BTCUSDT", NOW - 3 * MINUTE, 1.8, detected=NOW - MINUTE))
     at = dashboard(settings)

@@ -6,8 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from crypto_pipeline.core import passwords
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from support.dashboard_support import (
     aggregate,
@@ -101,7 +100,7 @@ def test_without_kafka_the_page_says_so_and_names_the_source(dashboard, tmp_path
 
 def test_history_is_shown_after_a_restart_and_marked_stale(dashboard, tmp_path):
     settings = offline_settings(tmp_path)
-    HistoryStore(settings.history_db).upsert([
+    open_history(settings.history_url).upsert([
         aggregate("BTCUSDT", NOW - 10 * MINUTE, 97000.0, emitted_at=NOW - 6 * MINUTE),
         aggregate("BTCUSDT", NOW - 9 * MINUTE, 97100.0, emitted_at=NOW - 5 * MINUTE)])
     at = dashboard(settings)
@@ -142,42 +141,3 @@ def test_login_guards_the_page_and_slows_wrong_tries(dashboard, tmp_path):
     assert at.get_by_key("freshness").metric, "the dashboard is shown"
 
 
-def sign_in(at, password):
-    at.text_input[0].input(password)
-    at.button[0].click().run()
-    return at
-
-
-def test_a_hashed_password_signs_in_and_a_wrong_one_does_not(dashboard, tmp_path):
-    stored = passwords.hash_password("s3cret")
-    at = dashboard(offline_settings(tmp_path, dashboard_password=stored))
-    at.run()
-    sign_in(at, stored)
-    assert texts(at.error) == ["Wrong password."], "the hash itself is no password"
-    assert at.text_input and not at.metric
-    sign_in(at, "s3cret")
-    assert not at.text_input and at.get_by_key("freshness").metric
-
-
-def test_an_expired_session_must_sign_in_again(dashboard, settings):
-    # Sessions of about five seconds; a reachable broker, so the first page is quick.
-    ensure_topics(settings)
-    at = dashboard(settings.replace(dashboard_password="s3cret",
-                                    dashboard_session_hours=0.0015))
-    at.run()
-    sign_in(at, "s3cret")
-    assert not at.text_input and at.get_by_key("freshness").metric
-    wait_for(lambda: shows(at, lambda at: at.text_input and not at.metric), 30,
-             "the password page once the session expired")
-    assert "Your session has expired: sign in again." in texts(at.info)
-    sign_in(at, "s3cret")
-    assert not at.text_input and at.get_by_key("freshness").metric
-
-
-def test_served_beyond_localhost_without_a_password_the_page_says_so(dashboard, tmp_path):
-    at = dashboard(offline_settings(tmp_path, dashboard_address="0.0.0.0"))
-    at.run()
-    assert any("listens on 0.0.0.0 without a password" in text for text in texts(at.warning))
-    at = dashboard(offline_settings(tmp_path / "local"))
-    at.run()
-    assert not any("without a password" in text for text in texts(at.warning))

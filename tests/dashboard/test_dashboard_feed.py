@@ -1,14 +1,17 @@
-"""The dashboard's feed against a real broker: rebuild, follow, skip bad records, reconnect."""
+"""The dashboard's feed against a real broker: rebuild, follow, skip bad records, reconnect;
+and against a real PostgreSQL history store that goes away and comes back."""
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history
+from crypto_pipeline.dashboard import feed as feed_module
 from crypto_pipeline.dashboard.feed import KafkaFeed
 from crypto_pipeline.kafka_io.topics import ensure_topics
-from support.dashboard_support import aggregate, produce, produce_aggregates
+from support.dashboard_support import aggregate, offline_settings, produce, produce_aggregates
 from support.helpers import free_port, wait_for
+from support.postgres import PASSWORD
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +24,7 @@ def prices(feed, symbol):
 
 
 def test_feed_rebuilds_from_history_and_topic_then_follows(settings):
-    HistoryStore(settings.history_db).upsert([
+    open_history(settings.history_url).upsert([
         aggregate("BTCUSDT", NOW - 10 * MINUTE, 100.0),
         aggregate("BTCUSDT", NOW - 9 * MINUTE, 101.0),
         # Older than the topics' retention: a restart does not bring it back.
@@ -61,7 +64,7 @@ def test_replayed_windows_years_old_are_kept(settings):
     """Retention counts back from the newest window, not from today: a replay of 2022's
     klines is still the page's data."""
     replayed = datetime(2022, 8, 14, 12, 0, tzinfo=timezone.utc)
-    HistoryStore(settings.history_db).upsert([
+    open_history(settings.history_url).upsert([
         aggregate("ETHUSDT", replayed + i * MINUTE, 1900.0 + i) for i in range(3)])
     ensure_topics(settings)
     produce_aggregates(settings, [aggregate("ETHUSDT", replayed + 3 * MINUTE, 1903.0)])
@@ -99,3 +102,35 @@ def test_feed_reconnects_by_itself_when_kafka_comes_back(settings, tmp_path):
     finally:
         feed.stop()
         broker.stop()
+
+
+def test_the_feed_says_when_the_history_store_goes_away_and_comes_back(
+        postgres, postgres_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(feed_module, "HISTORY_CHECK_SECONDS", 0.2)
+    settings = offline_settings(tmp_path, history_url=postgres_url)
+    with open_history(postgres_url) as history:
+        history.upsert([aggregate("BTCUSDT", NOW - MINUTE, 97000.0)])
+    database = postgres_url.rsplit("/", 1)[1]
+    feed = KafkaFeed(settings).start()
+    try:
+        wait_for(lambda: feed.health().history_loaded == 1, 30, "the history loaded")
+        assert feed.health().history_error is None
+        # The database goes away: no new connection, the feed's own one cut.
+        postgres.admin(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+        postgres.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       f"WHERE datname = '{database}'")
+        error = wait_for(lambda: feed.health().history_error, 30, "the history error")
+        assert error.startswith(f"HISTORY_URL=postgresql://pipeline:***@127.0.0.1:"
+                                f"{postgres.port}/{database}: ")
+        # The cut connection first, then the refused new ones.
+        error = wait_for(lambda: "not currently accepting connections" in (
+            feed.health().history_error or "") and feed.health().history_error, 30,
+            "the refused connection named")
+        assert PASSWORD not in error and "\n" not in error
+        assert prices(feed, "BTCUSDT") == [97000.0], "what was loaded stays on the page"
+
+        postgres.admin(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+        wait_for(lambda: feed.health().history_error is None, 30, "the history back")
+    finally:
+        feed.stop()
+        postgres.admin(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 import pytest
 
 from crypto_pipeline.core import formatting as fmt
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history, sqlite_url
 from crypto_pipeline.core.processes import free_port
 from crypto_pipeline.core.schema import parse_time
 from crypto_pipeline.core.settings import Duration, Settings
@@ -77,8 +77,8 @@ def pipeline(tmp_path_factory):
         trigger_interval=Duration.parse("1 second"), spark_master="local[2]",
         shuffle_partitions=2, spark_ui_port=free_port(), dashboard_port=free_port(),
         dashboard_refresh_seconds=1.0, checkpoint_dir=work / "checkpoints" / "aggregates",
-        history_db=work / "history.sqlite", run_dir=work / "run", backfill_enabled=False,
-        **METRICS_OFF)
+        history_url=sqlite_url(work / "history.sqlite"), run_dir=work / "run",
+        backfill_enabled=False, **METRICS_OFF)
     logs = work / "logs"
     components = [Supervised("producer", settings, logs),
                   Supervised("spark", settings, logs, SPARK_LOCAL_DIRS=str(work / "spark")),
@@ -178,7 +178,7 @@ def test_dashboard_restarted_while_kafka_is_down(pipeline, chromium, fault_repor
     settings, node = pipeline.settings, pipeline.broker.nodes[0]
     scenario = fault_report(3, "dashboard killed (SIGKILL) and restarted by its supervisor "
                                "while the broker is down")
-    wait_for(lambda: {row["symbol"] for row in HistoryStore(settings.history_db).load()}
+    wait_for(lambda: {row["symbol"] for row in open_history(settings.history_url).load()}
              == set(SYMBOLS), START_TIMEOUT, "history for every symbol")
     pipeline.producer.stop()
     pipeline.job.stop()

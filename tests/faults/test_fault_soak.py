@@ -22,7 +22,7 @@ import pytest
 from fault_report import windows_per_tick
 
 from bench.loadgen import paced
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history
 from crypto_pipeline.core.processes import free_port, tree_rss_bytes
 from crypto_pipeline.core.schema import aggregate_key, format_time
 from crypto_pipeline.core.settings import Settings
@@ -65,7 +65,7 @@ def sample_until(job: Supervised, settings, began: float, stop: threading.Event,
 def counts(settings) -> dict[str, dict[str, int]]:
     """The history store's window counts, keyed as the aggregates topic keys them."""
     return {aggregate_key(row["symbol"], format_time(row["window_start"])):
-            {"count": row["count"]} for row in HistoryStore(settings.history_db).load()}
+            {"count": row["count"]} for row in open_history(settings.history_url).load()}
 
 
 def level(samples: list[Sample], name: str) -> float:

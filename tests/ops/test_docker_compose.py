@@ -1,15 +1,18 @@
 """docker/docker-compose.yml and docker/Dockerfile stay consistent with the jars, the
 settings and the entry points. Docker itself cannot run here, so this checks what can be
 checked: the file parses, the services and profiles exist, ports are published on
-localhost only, and every service is wired to Kafka and to the shared state."""
+localhost only, every service is wired to Kafka and to the shared state, and the cluster
+profile (docker/cluster.env) puts the history in its PostgreSQL service."""
 
 import re
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from crypto_pipeline.core.history import sqlite_url
 from crypto_pipeline.core.paths import PROJECT_ROOT
-from crypto_pipeline.core.settings import Settings, fields
+from crypto_pipeline.core.settings import Settings, SettingsError, fields
 
 DOCKER = PROJECT_ROOT / "docker"
 DEFAULTS = Settings.load(environ={}, env_file=None)
@@ -74,8 +77,9 @@ def test_every_pipeline_service_is_wired_to_kafka_and_the_shared_state(compose):
         assert set(environment) <= SETTING_NAMES | SPARK_VARIABLES, \
             set(environment) - SETTING_NAMES - SPARK_VARIABLES
         assert "pipeline-state:/state" in service["volumes"]
-        for path_setting in ("RUN_DIR", "HISTORY_DB", "CHECKPOINT_DIR"):
+        for path_setting in ("RUN_DIR", "CHECKPOINT_DIR"):
             assert environment[path_setting].startswith("/state/")
+        assert environment["HISTORY_URL"] == "${HISTORY_URL:-sqlite:////state/history.sqlite}"
         assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
         assert service["build"]["dockerfile"] == "docker/Dockerfile"
         assert f"AS {service['build']['target']}" in (DOCKER / "Dockerfile").read_text()
@@ -103,3 +107,55 @@ def test_commands_run_the_entry_points(compose):
     assert "src/streaming_app.py" in (DOCKER / "Dockerfile").read_text()
     for script in ("api_producer.py", "dashboard.py", "streaming_app.py"):
         assert (PROJECT_ROOT / "src" / script).is_file()
+
+
+def interpolated(text: str, variables: dict[str, str]) -> str:
+    """Compose's ${NAME} and ${NAME:-default}, as it reads both files."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}",
+                  lambda m: variables.get(m.group(1)) or (m.group(2) or ""), text)
+
+
+def env_file(path) -> dict[str, str]:
+    variables: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            variables[name] = interpolated(value, variables)
+    return variables
+
+
+def test_the_history_is_a_sqlite_file_on_the_shared_state_by_default(compose):
+    environment = compose["x-pipeline-environment"]
+    settings = Settings.load(environ={"HISTORY_URL": interpolated(environment["HISTORY_URL"], {})},
+                             env_file=None)
+    assert settings.history_url == sqlite_url("/state/history.sqlite")
+
+
+def test_the_cluster_profile_puts_the_history_in_its_postgres_service(compose):
+    postgres = compose["services"]["postgres"]
+    assert re.fullmatch(r"postgres:\d+", postgres["image"]), "the official image, a major tag"
+    assert postgres["profiles"] == ["cluster"]
+    assert postgres["ports"] == ["127.0.0.1:5432:5432"]
+    assert "pg_isready" in postgres["healthcheck"]["test"][1]
+    assert "postgres-data" in compose["volumes"]
+
+    cluster = env_file(DOCKER / "cluster.env")
+    assert cluster["COMPOSE_PROFILES"] == "cluster" and cluster["KAFKA_BROKERS"] == "3"
+    url = urlsplit(cluster["HISTORY_URL"])
+    service = {name: interpolated(value, cluster)
+               for name, value in postgres["environment"].items()}
+    assert (url.scheme, url.hostname, url.port) == ("postgresql", "postgres", 5432)
+    assert (url.username, url.password, url.path) == (
+        service["POSTGRES_USER"], service["POSTGRES_PASSWORD"], f"/{service['POSTGRES_DB']}")
+
+    # Every service of the run is pointed at it, and waits for it when it runs.
+    environment = compose["x-pipeline-environment"]
+    shown = Settings.load(environ={"HISTORY_URL": interpolated(environment["HISTORY_URL"],
+                                                               cluster)}, env_file=None)
+    assert shown.history_url == cluster["HISTORY_URL"]
+    assert "HISTORY_URL=postgresql://crypto:***@postgres:5432/crypto" in shown.describe()
+    for name in ("spark", "dashboard"):
+        assert compose["services"][name]["depends_on"]["postgres"] == {
+            "condition": "service_healthy", "required": False}
+    with pytest.raises(SettingsError):
+        Settings.load(environ={"HISTORY_URL": "postgres:5432/crypto"}, env_file=None)

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from crypto_pipeline.binance.klines import read_klines, ticks_of
+from crypto_pipeline.core.history import sqlite_url
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.processes import end_process
 from crypto_pipeline.core.settings import Duration, Settings
@@ -115,7 +116,7 @@ def test_a_standalone_cluster_gives_the_same_aggregates_as_local_mode(tmp_path, 
 
     local = settings.replace(output_topic=settings.output_topic + "-local",
                              checkpoint_dir=tmp_path / "local" / "checkpoint",
-                             history_db=tmp_path / "local" / "history.sqlite",
+                             history_url=sqlite_url(tmp_path / "local" / "history.sqlite"),
                              run_dir=tmp_path / "local" / "run")
     ensure_topics(local)
     job = StreamingJob(spark, local)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from crypto_pipeline.core.history import sqlite_url
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.processes import free_port
 from crypto_pipeline.core.schema import parse_aggregate
@@ -57,7 +58,8 @@ def pipeline(kafka, tmp_path_factory):
         spark_ui_port=free_port(), dashboard_port=free_port(), dashboard_refresh_seconds=1.0,
         producer_metrics_port=free_port(), spark_metrics_port=free_port(),
         dashboard_metrics_port=free_port(), checkpoint_dir=work / "checkpoints" / "aggregates",
-        history_db=work / "history.sqlite", run_dir=work / "run", backfill_enabled=False)
+        history_url=sqlite_url(work / "history.sqlite"), run_dir=work / "run",
+        backfill_enabled=False)
     components = {PRODUCER: Supervised(PRODUCER, settings, work / "logs"),
                   SPARK: Supervised(SPARK, settings, work / "logs",
                                     SPARK_LOCAL_DIRS=str(work / "spark")),

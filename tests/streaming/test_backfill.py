@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from crypto_pipeline.binance.klines import read_klines
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history, sqlite_url
 from crypto_pipeline.core.schema import format_time
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.kafka_io.topics import ensure_topics
@@ -95,7 +95,7 @@ def test_24_hours_of_two_symbols_from_the_rest_api_equal_the_oracle(spark, kafka
 def test_a_kline_file_joins_live_data_without_overwriting_or_counting_twice(spark, settings):
     settings = settings.replace(backfill_enabled=True, backfill_file=ETH_FILE,
                                 backfill_hours=2.0)
-    history = HistoryStore(settings.history_db)
+    history = open_history(settings.history_url)
     file_end = datetime(2022, 8, 16, tzinfo=timezone.utc)
     # The live job wrote these before (the store is that of a restart): an older window
     # and the newest one, at prices no kline has.
@@ -122,7 +122,7 @@ def test_a_kline_file_joins_live_data_without_overwriting_or_counting_twice(spar
 
 
 def test_insert_absent_never_replaces_a_window(tmp_path):
-    history = HistoryStore(tmp_path / "history.sqlite")
+    history = open_history(sqlite_url(tmp_path / "history.sqlite"))
     start = datetime(2025, 8, 2, tzinfo=timezone.utc)
     history.upsert([aggregate("BTCUSDT", start, 100.0)])
     written = history.insert_absent([aggregate("BTCUSDT", start, 1.0),
@@ -150,7 +150,7 @@ def test_unreachable_binance_leaves_one_line_and_no_history(spark, settings, cap
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING
     assert lines[0].getMessage().startswith("backfill skipped: cannot reach Binance at "
                                             "http://127.0.0.1:")
-    assert HistoryStore(settings.history_db).load() == []
+    assert open_history(settings.history_url).load() == []
 
 
 def test_backfill_off_fetches_nothing(spark, settings, binance):

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from crypto_pipeline.core.errors import one_line
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history, sqlite_url
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.schema import Tick
 from crypto_pipeline.core.settings import EXIT_CONFIG_ERROR, Duration
@@ -86,7 +86,7 @@ def test_restart_from_the_checkpoint_loses_and_double_counts_nothing(spark, kafk
         assert mismatches(latest_by_key(read_topic(kafka, settings.output_topic, idle=0.3)),
                           expected) == []
         assert mismatches(history_by_key(settings), expected) == []
-        assert len(HistoryStore(settings.history_db).load()) == len(expected)
+        assert len(open_history(settings.history_url).load()) == len(expected)
         status = spark_status(settings.run_dir)
         assert status.state == "active" and status.backlog == 0
         assert status.query_id == str(second.queries[0].id) == str(first.queries[0].id)
@@ -134,7 +134,7 @@ def test_poison_goes_to_the_dead_letter_topic_and_the_job_keeps_running(spark, k
 
 def test_a_failing_batch_stops_the_job_with_its_error(spark, settings, tmp_path):
     # A directory where the history database should be: every batch's upsert fails.
-    settings = settings.replace(history_db=tmp_path, trigger_interval=FAST)
+    settings = settings.replace(history_url=sqlite_url(tmp_path), trigger_interval=FAST)
     ensure_topics(settings)
     produce_ticks(settings, [Tick("BTCUSDT", 97000.0, datetime.now(timezone.utc), "test")])
     job = StreamingJob(spark, settings)
@@ -201,7 +201,7 @@ def test_the_entry_point_reports_status_and_stops_cleanly_on_sigterm(kafka, sett
            **{name.upper(): str(value) for name, value in {
                "kafka_bootstrap_servers": kafka, "input_topic": settings.input_topic,
                "output_topic": settings.output_topic, "dlq_topic": settings.dlq_topic,
-               "checkpoint_dir": settings.checkpoint_dir, "history_db": settings.history_db,
+               "checkpoint_dir": settings.checkpoint_dir, "history_url": settings.history_url,
                "run_dir": settings.run_dir, "spark_ui_port": ui_port, "spark_master": "local[2]",
                "trigger_interval": "500 milliseconds", "shuffle_partitions": 2}.items()}}
     log_file = tmp_path / "streaming_app.log"

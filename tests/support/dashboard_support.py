@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
+from crypto_pipeline.core.history import sqlite_url
 from crypto_pipeline.core.schema import AGGREGATE_FIELDS, aggregate_key, format_time
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.kafka_io.clients import client_config
@@ -82,6 +83,8 @@ def shows(at, what):
 
 
 def offline_settings(tmp_path, **changes) -> Settings:
-    return Settings.load(environ={}, env_file=None).replace(
-        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", history_db=tmp_path / "h.sqlite",
-        run_dir=tmp_path / "run", **{**METRICS_OFF, **changes})
+    """Settings of a dashboard whose Kafka is down (nothing listens on its port)."""
+    return Settings.load(environ={}, env_file=None).replace(**{
+        "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",
+        "history_url": sqlite_url(tmp_path / "h.sqlite"), "run_dir": tmp_path / "run",
+        **METRICS_OFF, **changes})

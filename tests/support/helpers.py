@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, TypeVar
 
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history
 from crypto_pipeline.core.processes import free_port  # noqa: F401 - re-exported for the tests
 from crypto_pipeline.core.schema import aggregate_key, format_time
 from crypto_pipeline.core.status import (
@@ -134,14 +134,19 @@ def windows(ticks, settings) -> dict[str, dict]:
                             settings.window_slide.seconds)
 
 
-def history_by_key(settings) -> dict[str, dict]:
-    """The history store as the topic's JSON would have it."""
+def by_key(rows) -> dict[str, dict]:
+    """Parsed aggregates (times as datetimes) as the topic's JSON would have them."""
     def as_json(value):
         return format_time(value) if isinstance(value, datetime) else value
 
     return {aggregate_key(row["symbol"], format_time(row["window_start"])):
-            {name: as_json(value) for name, value in row.items()}
-            for row in HistoryStore(settings.history_db).load()}
+            {name: as_json(value) for name, value in row.items()} for row in rows}
+
+
+def history_by_key(settings) -> dict[str, dict]:
+    """The history store as the topic's JSON would have it."""
+    with open_history(settings.history_url) as history:
+        return by_key(history.load())
 
 
 def spark_status(run_dir) -> SparkStatus:

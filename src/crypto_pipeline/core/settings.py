@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from dotenv import dotenv_values
 
 from crypto_pipeline.core.addresses import HostPort, is_loopback, parse_servers
+from crypto_pipeline.core.history.url import mask_password, parse_history_url, sqlite_file
 from crypto_pipeline.core.passwords import check_stored
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.symbols import SYMBOL_RULE, is_symbol
@@ -192,10 +193,22 @@ def _replication(text: str) -> int | None:
 
 
 def setting(default: str | None, help: str, parse: Callable[[str], Any] = _text,
-            *, secret: bool = False, group: str = "") -> Any:
-    """Declare one setting: its default as it would be written in `.env`, and its meaning."""
+            *, secret: bool = False, mask: Callable[[str], str] | None = None,
+            group: str = "", alias: tuple[str, Callable[[str], Any]] | None = None) -> Any:
+    """Declare one setting: its default as it would be written in `.env`, and its meaning.
+    `secret`: the whole value is hidden wherever it is shown; `mask`: the value is shown
+    through it (a URL with its password masked). `alias`: an older name and how its value
+    is read, used when the setting itself is not set."""
     return field(default=None, metadata={
-        "default": default, "help": help, "parse": parse, "secret": secret, "group": group})
+        "default": default, "help": help, "parse": parse, "secret": secret, "mask": mask,
+        "group": group, "alias": alias})
+
+
+def _shown(spec: dataclasses.Field, text: str) -> str:
+    """A value as logs and pages may show it."""
+    if spec.metadata["secret"]:
+        return "***" if text else text
+    return spec.metadata["mask"](text) if spec.metadata["mask"] else text
 
 
 # --- the settings ----------------------------------------------------------------------
@@ -314,9 +327,18 @@ class Settings:
         "./checkpoints/crypto-aggregates", "Spark checkpoint of the aggregation query (the "
         "dead-letter query uses the same path with -dlq appended); on a cluster, a location "
         "every worker reaches (hdfs://..., s3a://..., a shared mount)", _location, group=SPARK)
-    history_db: Path = setting(
-        "./data/history.sqlite", "history of every emitted aggregate (SQLite, latest value "
-        "per window), read by the dashboard on start", _path, group=SPARK)
+    history_url: str = setting(
+        "sqlite:///./data/history.sqlite", "the history store: every emitted aggregate "
+        "(latest value per window) and the alerts sent, read by the dashboard on start; "
+        "sqlite:///path (a file on this machine, relative to the project; sqlite:////path "
+        "for an absolute one) or postgresql://user:password@host:port/database (the "
+        "password is masked wherever settings are shown); HISTORY_DB, the old setting (a "
+        "SQLite file path), still counts when this is not set", parse_history_url,
+        mask=mask_password, alias=("HISTORY_DB", sqlite_file), group=SPARK)
+    history_connect_timeout: Duration = setting(
+        "30 seconds", "how long the Spark job, starting, waits for a history database that "
+        "does not answer (one restarting) before it stops with an error", Duration.parse,
+        group=SPARK)
     spark_ui_port: int = setting("4040", "Spark UI port", _port, group=SPARK)
     spark_worker_cores: int = setting(
         "2", "cores of the worker `pipelinectl spark-cluster start` runs (SPARK_MASTER="
@@ -414,16 +436,14 @@ class Settings:
         from_file = dotenv_values(env_file) if env_file and env_file.is_file() else {}
         values: dict[str, Any] = {}
         for spec in fields():
-            name = spec.name.upper()
             if spec.name in overrides:
                 values[spec.name] = overrides[spec.name]
                 continue
-            raw = environ.get(name, from_file.get(name))
-            raw = spec.metadata["default"] if raw is None else raw
+            name, raw, parse = _raw_value(spec, environ, from_file)
             try:
-                values[spec.name] = spec.metadata["parse"](raw)
+                values[spec.name] = parse(raw)
             except ValueError as err:
-                shown = "***" if spec.metadata["secret"] else repr(raw)
+                shown = "***" if spec.metadata["secret"] else repr(_shown(spec, raw))
                 raise SettingsError(f"{name}={shown}: {err}") from None
         settings = cls(**values)
         settings._check()
@@ -487,13 +507,14 @@ class Settings:
         spec = _FIELDS_BY_NAME.get(name.lower())
         return None if spec is None else _as_text(getattr(self, spec.name))
 
+    def shown(self, name: str) -> str:
+        """A setting's value as logs and pages may show it (secrets masked)."""
+        spec = _FIELDS_BY_NAME[name.lower()]
+        return _shown(spec, _as_text(getattr(self, spec.name)))
+
     def describe(self) -> list[str]:
         """`NAME=value` lines for logs, secrets masked."""
-        def shown(spec: dataclasses.Field) -> str | None:
-            secret = spec.metadata["secret"] and getattr(self, spec.name)
-            return "***" if secret else self.value_text(spec.name)
-
-        return [f"{spec.name.upper()}={shown(spec)}" for spec in fields()]
+        return [f"{spec.name.upper()}={self.shown(spec.name)}" for spec in fields()]
 
     def to_environ(self) -> dict[str, str]:
         """Environment variables that make another process load exactly these settings
@@ -512,6 +533,21 @@ def fields() -> tuple[dataclasses.Field, ...]:
 
 
 _FIELDS_BY_NAME = {spec.name: spec for spec in fields()}
+
+
+def _raw_value(spec: dataclasses.Field, environ: Mapping[str, str],
+               from_file: Mapping[str, str | None]) -> tuple[str, str, Callable[[str], Any]]:
+    """(the name it was found under, its text, how to parse it): the environment before
+    .env, in each the setting's name before its alias, then the default."""
+    name, parse = spec.name.upper(), spec.metadata["parse"]
+    names = [(name, parse)]
+    if spec.metadata["alias"]:
+        names.append(spec.metadata["alias"])
+    for source in (environ, from_file):
+        for found, parse_found in names:
+            if source.get(found) is not None:
+                return found, source[found], parse_found
+    return name, spec.metadata["default"], parse
 
 
 def _as_text(value: Any) -> str:

@@ -5,15 +5,16 @@ On start it loads the history store, then reads the aggregates topic from the be
 records. Alerts come the same way: the history store's alerts table, then the compacted
 alerts topic, into `alerts`. No consumer group: it assigns every partition itself and
 keeps its positions, so after Kafka comes back it reconnects and goes on where it stopped.
-A malformed record is skipped and counted. The thread never calls Streamlit; pages read
-`store`, `alerts` and `health()`.
+A malformed record is skipped and counted. A second thread asks the history store now
+and then whether it answers, so the page can say when it does not (what Kafka gives is
+shown all the same). The threads never call Streamlit; pages read `store`, `alerts` and
+`health()`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any, Callable
 
 from crypto_pipeline.core.backoff import backoff_seconds
 from crypto_pipeline.core.errors import one_line
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history, problem
 from crypto_pipeline.core.schema import parse_aggregate, parse_alert
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.dashboard.store import AggregateStore, AlertStore
@@ -37,6 +38,8 @@ POLL_TIMEOUT_MS = 500
 REQUEST_TIMEOUT_MS = 5000
 BOOTSTRAP_TIMEOUT_MS = 3000
 RECONNECT_BACKOFF = {"base": 0.5, "cap": 5.0}
+# How often the history store is asked whether it answers.
+HISTORY_CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class FeedHealth:
     last_malformed: str | None = None
     dead_letters: int | None = None
     history_loaded: int = 0
-    history_error: str | None = None
+    history_error: str | None = None  # one line naming HISTORY_URL while it fails
 
 
 def parse_checked_aggregate(value: bytes | None) -> dict[str, Any]:
@@ -81,7 +84,10 @@ class KafkaFeed:
         self._health_lock = threading.Lock()
         self._stopping = threading.Event()
         self._first_answer = threading.Event()  # caught up with the topic, or Kafka is down
+        self._history = open_history(settings.history_url)
         self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
+        self._history_thread = threading.Thread(target=self._watch_history,
+                                                name="dashboard-history", daemon=True)
 
     def start(self) -> "KafkaFeed":
         self._thread.start()
@@ -89,8 +95,10 @@ class KafkaFeed:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for thread in (self._thread, self._history_thread):
+            if thread.is_alive():
+                thread.join(timeout)
+        self._history.close()
 
     def wait_for_first_answer(self, timeout: float) -> bool:
         """Block until the feed has caught up with the topic or found Kafka unreachable
@@ -120,6 +128,7 @@ class KafkaFeed:
 
     def _run(self) -> None:
         self._load_history()
+        self._history_thread.start()
         failures = 0
         while not self._stopping.is_set():
             consumer = None
@@ -137,7 +146,7 @@ class KafkaFeed:
         log.info("dashboard feed stopped")
 
     def _load_history(self) -> None:
-        history = HistoryStore(self.settings.history_db)
+        history = self._history
         try:
             newest = max(history.newest_window_starts().values(), default=None)
             # The retention counts back from the newest window, not from now: replayed
@@ -145,14 +154,29 @@ class KafkaFeed:
             since = newest - self._retention if newest else None
             loaded = self.store.put_many(history.load(since=since))
             self.alerts.put_many(history.load_alerts(since=since))
-        except sqlite3.Error as err:
-            log.warning("could not read the history store %s: %s", self.settings.history_db, err)
-            self._update(history_error=f"{self.settings.history_db}: {err}")
+        except history.errors as err:
+            self._history_failed(err)
             return
         self._update(history_loaded=loaded)
         if loaded:
             log.info("loaded %d aggregates from the history store %s", loaded,
-                     self.settings.history_db)
+                     history.location)
+
+    def _watch_history(self) -> None:
+        """Until stopped: whether the history store answers, in `health().history_error`."""
+        while not self._stopping.wait(HISTORY_CHECK_SECONDS):
+            try:
+                self._history.newest_emitted_at()
+            except self._history.errors as err:
+                self._history_failed(err)
+                continue
+            if self._update(history_error=None).history_error:
+                log.info("the history store %s answers again", self._history.location)
+
+    def _history_failed(self, err: BaseException) -> None:
+        reason = problem(self.settings.history_url, err)
+        if self._update(history_error=reason).history_error is None:
+            log.warning("the history store is unavailable: %s", reason)
 
     def _connect(self):
         from kafka import KafkaConsumer

@@ -216,8 +216,9 @@ def diagnose(settings: Settings, health: FeedHealth, *, has_data: bool, stale: b
                                          f"records on {settings.output_topic} (last: "
                                          f"{health.last_malformed})."))
     if health.history_error:
-        notices.append(Notice("warning", f"Could not read the history store "
-                                         f"{health.history_error}."))
+        notices.append(Notice("warning", f"The history store is unavailable "
+                                         f"({health.history_error}); the page shows what "
+                                         f"Kafka has."))
     return sorted(notices, key=lambda notice: _LEVELS.index(notice.level))
 
 

@@ -11,11 +11,11 @@ import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import open_history, problem
 from crypto_pipeline.core.processes import cmdline, pid_alive, port_in_use
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import (
@@ -142,6 +142,7 @@ class StatusReport:
     newest_aggregate_at: str | None
     newest_aggregate_age_seconds: float | None
     stale: bool
+    history_error: str | None = None  # one line naming HISTORY_URL when it cannot be read
 
     @property
     def healthy(self) -> bool:
@@ -183,11 +184,22 @@ def status_report(settings: Settings, expected: list[str] | None = None) -> Stat
             last_error=(status.last_error if status else None)
             or _last_error_line(component.log_file),
             status=asdict(status) if status else None))
-    newest = HistoryStore(settings.history_db).newest_emitted_at()
+    newest, history_error = _newest_emitted_at(settings)
     age = now - newest.timestamp() if newest else None
     return StatusReport(reports, newest.astimezone(timezone.utc).isoformat() if newest else None,
                         round(age, 1) if age is not None else None,
-                        age is not None and age > settings.stale_after_seconds)
+                        age is not None and age > settings.stale_after_seconds, history_error)
+
+
+def _newest_emitted_at(settings: Settings) -> tuple[datetime | None, str | None]:
+    """When the newest aggregate was written, or why the history could not say."""
+    history = open_history(settings.history_url)
+    try:
+        return history.newest_emitted_at(), None
+    except history.errors as err:
+        return None, problem(settings.history_url, err)
+    finally:
+        history.close()
 
 
 def status_lines(report: StatusReport) -> list[str]:
@@ -220,6 +232,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
                            for c in report.components},
             "newest_aggregate": {"emitted_at": report.newest_aggregate_at,
                                  "age_seconds": report.newest_aggregate_age_seconds,
+                                 "history_error": report.history_error,
                                  "stale": report.stale}}
 
 
@@ -273,6 +286,8 @@ def _last_error_line(log_file: Path) -> str | None:
 
 
 def _freshness_line(report: StatusReport) -> str:
+    if report.history_error:
+        return f"newest aggregate: unknown, history unavailable ({report.history_error})"
     if report.newest_aggregate_at is None:
         return "newest aggregate: none yet"
     shown = report.newest_aggregate_at[:19].replace("T", " ")

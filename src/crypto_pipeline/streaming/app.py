@@ -1,5 +1,9 @@
-"""The Spark job's process: topics, the session, the backfill, then both queries until a
-signal or a failure (what `src/streaming_app.py` runs)."""
+"""The Spark job's process: the history database, topics, the session, the backfill, then
+both queries until a signal or a failure (what `src/streaming_app.py` runs).
+
+A history database that cannot be used stops the process with one line naming
+HISTORY_URL and EXIT_CONFIG_ERROR (not restarted); one that does not answer yet (a
+server restarting, after it failed the previous run's batch) is waited for first."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from py4j.protocol import Py4JError
 
 from crypto_pipeline.core import logs, metrics
 from crypto_pipeline.core.errors import one_line
-from crypto_pipeline.core.settings import load_or_exit
+from crypto_pipeline.core.history import HistoryUnavailable, ready_history
+from crypto_pipeline.core.settings import exit_config_error, load_or_exit
 from crypto_pipeline.core.status import SparkStatus, State
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from crypto_pipeline.streaming.backfill import Backfill
@@ -32,6 +37,11 @@ def main() -> int:
     # batch cut short by a stop as an ERROR; the job logs a query's real failure itself.
     logging.getLogger("py4j").setLevel(logging.CRITICAL)
     try:
+        history = ready_history(settings.history_url, settings.history_connect_timeout.seconds)
+    except HistoryUnavailable as err:
+        SparkStatus(state=State.FAILED, last_error=str(err)).write(settings.run_dir)
+        exit_config_error(str(err))
+    try:
         ensure_topics(settings)
     except KafkaError as err:
         log.error("cannot create the topics on %s: %s", settings.kafka_bootstrap_servers,
@@ -39,13 +49,13 @@ def main() -> int:
         SparkStatus(state=State.FAILED, last_error=one_line(err)).write(settings.run_dir)
         return 1
     spark = build_session(settings, APP_NAME)
-    job = StreamingJob(spark, settings)
+    job = StreamingJob(spark, settings, history)
     # Up during the backfill too: it can take minutes, and a scrape then says "starting".
     server = metrics.serve(settings.spark_metrics_port, settings.metrics_address,
                            SparkCollector(job.status.snapshot))
     try:
         # Before the queries: the backfill ends where the live range begins.
-        Backfill(spark, settings).run()
+        Backfill(spark, settings, history=history).run()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: job.request_stop())
         return job.run()

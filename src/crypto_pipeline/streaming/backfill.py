@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -31,7 +30,7 @@ from kafka.errors import KafkaError
 from crypto_pipeline.binance.klines import Kline, read_klines
 from crypto_pipeline.binance.klines_client import KlinesClient
 from crypto_pipeline.binance.rest import BinanceError
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import HistoryStore, open_history
 from crypto_pipeline.core.schema import TICK_FIELDS, Tick, aggregate_key, spark_schema
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.kafka_io.keyed_records import send_confirmed
@@ -98,11 +97,11 @@ def window_records(spark, ticks: Sequence[Tick], starts: Mapping[str, datetime],
 
 
 class Backfill:
-    def __init__(self, spark, settings: Settings, *,
+    def __init__(self, spark, settings: Settings, *, history: HistoryStore | None = None,
                  wait: Callable[[float], None] = time.sleep):
         self.spark = spark
         self.settings = settings
-        self.history = HistoryStore(settings.history_db)
+        self.history = history or open_history(settings.history_url)
         self._wait = wait
 
     def run(self, now: datetime | None = None) -> BackfillResult | None:
@@ -133,7 +132,7 @@ class Backfill:
                         "(BACKFILL_FILE reads klines from a file, BACKFILL_ENABLED=false "
                         "turns the backfill off)", err)
             return None
-        except (KafkaError, sqlite3.Error, OSError, ValueError) as err:
+        except (KafkaError, *self.history.errors, OSError, ValueError) as err:
             log.error("backfill stopped: %s: %s; the job starts without it",
                       type(err).__name__, err)
             return None

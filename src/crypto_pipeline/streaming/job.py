@@ -2,9 +2,10 @@
 in the history store; rejected input -> DLQ_TOPIC.
 
 Two queries of one SparkSession, each with its own checkpoint, so a restart resumes
-both where they stopped: `aggregates` (update mode, foreachBatch to Kafka and SQLite)
-and `dead letters` (append mode, Kafka sink). A listener writes RUN_DIR/spark.json
-after every micro-batch.
+both where they stopped: `aggregates` (update mode, foreachBatch to Kafka and the history
+store) and `dead letters` (append mode, Kafka sink). A listener writes RUN_DIR/spark.json
+after every micro-batch. A history database that goes away fails the batch, and so the
+job: restarted, it runs the batch again from the checkpoint (both writes are idempotent).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from crypto_pipeline.alerts.publisher import SpikeAlerts
 from crypto_pipeline.core.errors import one_line
-from crypto_pipeline.core.history import HistoryStore
+from crypto_pipeline.core.history import HistoryStore, open_history
 from crypto_pipeline.core.schema import format_time, parse_time
 from crypto_pipeline.core.settings import EXIT_CONFIG_ERROR, Settings
 from crypto_pipeline.core.status import SparkStatus, State
@@ -68,10 +69,11 @@ _STOP_POLL_SECONDS = 1.0
 
 
 class StreamingJob:
-    def __init__(self, spark: SparkSession, settings: Settings):
+    def __init__(self, spark: SparkSession, settings: Settings,
+                 history: HistoryStore | None = None):
         self.spark = spark
         self.settings = settings
-        self.history = HistoryStore(settings.history_db)
+        self.history = history or open_history(settings.history_url)
         self.alerts = SpikeAlerts(settings, self.history)
         self.aggregates_name = f"aggregates to {settings.output_topic}"
         self.dead_letters_name = f"dead letters to {settings.dlq_topic}"
@@ -88,10 +90,10 @@ class StreamingJob:
         self.spark.streams.addListener(self.status)
         self.queries.append(self._start_aggregates())
         self.queries.append(self._start_dead_letters())
-        log.info("reading %s from %s; aggregates to %s (checkpoint %s), dead letters to %s",
-                 self.settings.input_topic, self.settings.kafka_bootstrap_servers,
-                 self.settings.output_topic, self.settings.checkpoint_dir,
-                 self.settings.dlq_topic)
+        log.info("reading %s from %s; aggregates to %s (checkpoint %s) and the history %s, "
+                 "dead letters to %s", self.settings.input_topic,
+                 self.settings.kafka_bootstrap_servers, self.settings.output_topic,
+                 self.settings.checkpoint_dir, self.history.location, self.settings.dlq_topic)
 
     def request_stop(self) -> None:
         """Ask `run` to stop; safe to call from a signal handler."""
@@ -161,8 +163,9 @@ class StreamingJob:
         for query in self.queries:
             query.stop()
         self.spark.streams.removeListener(self.status)
-        # After the queries: no batch can raise an alert any more.
+        # After the queries: no batch can raise an alert or write the history any more.
         self.alerts.close()
+        self.history.close()
         return errors
 
     # --- the queries -------------------------------------------------------------------
