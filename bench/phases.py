@@ -29,7 +29,7 @@ from bench.plan import SRC, Plan
 from bench.stack import Processes, exited, phase_settings
 from crypto_pipeline.core.processes import free_port
 from crypto_pipeline.core.schema import parse_time
-from crypto_pipeline.core.settings import Duration, Settings
+from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import ProducerStatus, SparkStatus, State
 from crypto_pipeline.core.waiting import wait_until
 from crypto_pipeline.kafka_io.topics import ensure_topics
@@ -60,8 +60,23 @@ def rate_ticks(spark, symbols: int, rows_per_batch: int, partitions: int, event_
         F.col("value").cast("string").alias("event_id"))
 
 
-def measure_ceiling(spark, settings: Settings, plan: Plan) -> dict[str, Any]:
-    """The job's aggregation on `rate-micro-batch` -> `noop`: Spark's own ticks/s here."""
+def seed_windows(ticks, settings: Settings):
+    """The seed's aggregation: per symbol and sliding window avg, min, max and count (and
+    the spread of max and min), nothing else."""
+    from pyspark.sql import functions as F
+
+    window = F.window("event_time", settings.window_duration.spark, settings.window_slide.spark)
+    return (ticks.withWatermark("event_time", settings.watermark_delay.spark)
+            .groupBy(window.alias("window"), "symbol")
+            .agg(F.avg("price").alias("avg_price"), F.min("price").alias("min_price"),
+                 F.max("price").alias("max_price"), F.count("price").alias("count"))
+            .withColumn("spread", F.col("max_price") - F.col("min_price")))
+
+
+def measure_ceiling(spark, settings: Settings, plan: Plan, which: str) -> dict[str, Any]:
+    """An aggregation on `rate-micro-batch` -> `noop`: Spark's own ticks/s here, without
+    Kafka, JSON or the batch writer. `which`: "seed" (the seed's windows) or "job"
+    (`transforms.aggregate_windows`: every statistic the job computes)."""
     from crypto_pipeline.streaming.job import STATE_STORE_CONF
     from crypto_pipeline.streaming.transforms import aggregate_windows
 
@@ -70,7 +85,8 @@ def measure_ceiling(spark, settings: Settings, plan: Plan) -> dict[str, Any]:
     rows_per_batch = settings.max_offsets_per_trigger
     ticks = rate_ticks(spark, plan.symbols, rows_per_batch, settings.topic_partitions,
                        plan.drain_event_rate)
-    query = (aggregate_windows(ticks, settings).writeStream.format("noop")
+    aggregate = seed_windows if which == "seed" else aggregate_windows
+    query = (aggregate(ticks, settings).writeStream.format("noop")
              .outputMode("update")
              .option("checkpointLocation", str(settings.checkpoint_dir))
              .trigger(processingTime="0 seconds").start())
@@ -82,7 +98,7 @@ def measure_ceiling(spark, settings: Settings, plan: Plan) -> dict[str, Any]:
         query.stop()
     steady = run[1:]
     seconds = sum(b.seconds for b in steady)
-    return {"rows_per_second": round(sum(b.rows for b in steady) / seconds),
+    return {"aggregation": which, "rows_per_second": round(sum(b.rows for b in steady) / seconds),
             "rows_per_batch": rows_per_batch, "batches": len(steady),
             "batch_seconds_median": round(statistics.median(b.seconds for b in steady), 2),
             "symbols": plan.symbols, "event_rate": plan.drain_event_rate,
@@ -121,14 +137,17 @@ def measure_drain(spark, settings: Settings, plan: Plan) -> dict[str, Any]:
 
 # --- phase 3: live --------------------------------------------------------------------------
 
-def measure_live(spark, settings: Settings, plan: Plan, rate: float) -> dict[str, Any]:
+def measure_live(spark, settings: Settings, plan: Plan, rate: float,
+                 memory: PeakMemory) -> dict[str, Any]:
     """Ticks at `rate`/s with event time = now while the job runs at its trigger; judged
-    over the second half of the run, when the dedupe holds the most state."""
+    over the second half of the run. `memory` watches the broker and this process (the
+    Spark driver and its JVM, the load generator) meanwhile."""
     from crypto_pipeline.streaming.job import StreamingJob
 
     ensure_topics(settings)
     streaming = StreamingJob(spark, settings)
     streaming.start()
+    memory.reset()
     try:
         wait_until(lambda: (SparkStatus.read(settings.run_dir) or SparkStatus()).state
                    == State.ACTIVE, 120, "the job to start")
@@ -150,43 +169,62 @@ def measure_live(spark, settings: Settings, plan: Plan, rate: float) -> dict[str
                     (began + (ended - began) / 2, ended)) | {
         "rate": rate, "offered_per_second": round(offered), "seconds": plan.live_seconds,
         "symbols": plan.symbols, "trigger": str(settings.trigger_interval),
+        "memory_bytes": dict(memory.peaks) | {"total": memory.peak_total},
         "load_average": load_average()}
 
 
-def live_rates(drain_rate: float, plan: Plan) -> list[float]:
-    """The rates the live phase tries, in order: half the drain rate, halved down to
-    live_min_rate (whole thousands)."""
-    rate = max(plan.live_min_rate, plan.live_fraction * drain_rate // 1000 * 1000)
-    rates = [rate]
-    while rate > plan.live_min_rate:
-        rate = max(plan.live_min_rate, rate / 2 // 1000 * 1000)
-        rates.append(rate)
-    return rates
+def next_live_rate(attempts: list[dict[str, Any]], plan: Plan) -> float | None:
+    """The next rate to try, or None when the search is done: doubling from the first
+    rate while the job keeps up, then bisecting between the highest rate kept up and the
+    lowest one not, until they are within `live_precision` of each other (or halving, if
+    the first rate was already too high)."""
+    if len(attempts) >= plan.live_max_attempts:
+        return None
+    kept = [a["rate"] for a in attempts if a["keeps_up"]]
+    lost = [a["rate"] for a in attempts if not a["keeps_up"] and a["rate"] > max(kept, default=0)]
+    if not lost:
+        return min(2 * max(kept), plan.live_max_rate) if max(kept) < plan.live_max_rate \
+            else None
+    if not kept:
+        rate = min(lost) / 2
+        return rate if rate >= plan.live_min_rate else None
+    low, high = max(kept), min(lost)
+    if high <= low * plan.live_precision:
+        return None
+    return round((low + high) / 2, -3)
 
 
 def measure_sustained(spark, base: Settings, bootstrap: str, work: Path, plan: Plan,
-                      drain_rate: float) -> list[dict[str, Any]]:
-    """Live runs at falling rates until the job keeps up with one."""
-    attempts = []
-    for rate in live_rates(drain_rate, plan):
-        log.info("phase 3/5: live, %d ticks/s with event time now", rate)
+                      memory: PeakMemory) -> list[dict[str, Any]]:
+    """Live runs searched upward from `live_start_rate` (see next_live_rate)."""
+    attempts: list[dict[str, Any]] = []
+    rate: float | None = plan.live_start_rate
+    while rate is not None:
+        log.info("live: %d ticks/s with event time now", rate)
         attempts.append(measure_live(
-            spark, phase_settings(base, bootstrap, work, f"live-{rate:.0f}"), plan, rate))
-        if attempts[-1]["keeps_up"]:
-            break
+            spark, phase_settings(base, bootstrap, work, f"live-{rate:.0f}"), plan, rate,
+            memory))
+        rate = next_live_rate(attempts, plan)
     return attempts
 
 
-def sustained(attempts: list[dict[str, Any]], ceiling: dict[str, Any]) -> dict[str, Any]:
-    """The highest offered rate the job kept up with, and its share of the ceiling."""
-    kept = [a["offered_per_second"] for a in attempts if a["keeps_up"]]
-    rate = max(kept) if kept else None
+def sustained(attempts: list[dict[str, Any]], ceilings: dict[str, Any]) -> dict[str, Any]:
+    """The highest offered rate the job kept up with, the first rate above it that it did
+    not, and the share of each ceiling."""
+    kept = [a for a in attempts if a["keeps_up"]]
+    best = max(kept, key=lambda a: a["rate"]) if kept else None
+    above = [a for a in attempts
+             if not a["keeps_up"] and (best is None or a["rate"] > best["rate"])]
+    first_lost = min(above, key=lambda a: a["rate"]) if above else None
+    rate = best["offered_per_second"] if best else None
     return {"ticks_per_second": rate,
-            "percent_of_ceiling": round(100 * rate / ceiling["rows_per_second"], 1)
-            if rate else None}
+            "first_not_kept_up": first_lost["offered_per_second"] if first_lost else None,
+            "percent_of_ceiling": {name: round(100 * rate / ceiling["rows_per_second"], 1)
+                                   for name, ceiling in ceilings.items()} if rate else None,
+            "memory_bytes": best["memory_bytes"] if best else None}
 
 
-# --- phase 4: latency and memory of the whole stack -----------------------------------------
+# --- phases 4 and 5: latency of the whole stack ----------------------------------------------
 
 
 def _follow_aggregates(settings: Settings, seen: list, stop: threading.Event) -> None:
@@ -256,55 +294,89 @@ def _read_max(page, symbol: str) -> float | None:
         return None
 
 
-def measure_stack(base: Settings, bootstrap: str, work: Path, plan: Plan,
-                  memory: PeakMemory) -> dict[str, Any]:
-    settings = phase_settings(base, bootstrap, work, "latency",
-                              trigger_interval=Duration.parse("1 second"),
-                              dashboard_port=free_port(),
-                              dashboard_refresh_seconds=plan.page_refresh_seconds,
-                              symbols=("BTCUSDT",), price_source="simulated",
-                              poll_interval_seconds=1.0)
-    ensure_topics(settings)
-    names = loadgen.bench_symbols(plan.latency_symbols)
-    # A watermark's worth of ticks first: the dedupe holds that many in steady state.
-    warm_seconds = settings.watermark_delay.seconds
-    warm = int(plan.latency_rate * warm_seconds)
-    loadgen.preload(loadgen.Preload(bootstrap, settings.input_topic, plan.latency_symbols, warm,
-                                    time.time_ns() // 1000 - int(warm_seconds * 1e6),
-                                    warm_seconds), 1)
-    with Processes(work) as processes:
-        job = processes.start("spark", settings, [sys.executable, str(SRC / "streaming_app.py")])
-        producer = processes.start("producer", settings,
-                                   [sys.executable, str(SRC / "api_producer.py")])
-        dashboard = processes.start("dashboard", settings, [
+def _stack_settings(base: Settings, bootstrap: str, work: Path, phase: str,
+                    plan: Plan) -> Settings:
+    """The production settings (trigger included), one simulated symbol for the producer."""
+    return phase_settings(base, bootstrap, work, phase, dashboard_port=free_port(),
+                          dashboard_refresh_seconds=plan.page_refresh_seconds,
+                          symbols=("BTCUSDT",), price_source="simulated",
+                          poll_interval_seconds=1.0)
+
+
+def _start_pipeline(processes: Processes, settings: Settings, memory: PeakMemory,
+                    dashboard: bool) -> None:
+    """The job and the producer (and the dashboard) as start.sh runs them, each its own
+    process; returns once the job is active."""
+    job = processes.start("spark", settings, [sys.executable, str(SRC / "streaming_app.py")])
+    started = {"spark job": job, "producer": processes.start(
+        "producer", settings, [sys.executable, str(SRC / "api_producer.py")])}
+    if dashboard:
+        started["dashboard"] = processes.start("dashboard", settings, [
             sys.executable, "-m", "streamlit", "run", str(SRC / "dashboard.py"),
             "--server.port", str(settings.dashboard_port), "--server.address", "127.0.0.1",
             "--server.headless", "true"])
-        for name, process in (("spark job", job), ("producer", producer),
-                              ("dashboard", dashboard)):
-            memory.watch(name, process.pid)
-        wait_until(lambda: (SparkStatus.read(settings.run_dir) or SparkStatus()).backlog == 0,
-                   300, "the Spark job to read the warm-up ticks", give_up=exited(job))
+    for name, process in started.items():
+        memory.watch(name, process.pid)
+    wait_until(lambda: (SparkStatus.read(settings.run_dir) or SparkStatus()).state
+               == State.ACTIVE, 300, "the Spark job to start", give_up=exited(job))
+    if dashboard:
         url = f"http://127.0.0.1:{settings.dashboard_port}"
         wait_until(lambda: _answers(f"{url}/_stcore/health"), 90, "the dashboard",
-                   give_up=exited(dashboard))
+                   give_up=exited(started["dashboard"]))
 
+
+def measure_aggregate_latency(base: Settings, bootstrap: str, work: Path, plan: Plan,
+                              memory: PeakMemory) -> dict[str, Any]:
+    """Tick produced -> the first aggregate that contains it readable on OUTPUT_TOPIC, at
+    `latency_rate` ticks/s, with no browser on the cores."""
+    settings = _stack_settings(base, bootstrap, work, "latency", plan)
+    ensure_topics(settings)
+    with Processes(work) as processes:
+        _start_pipeline(processes, settings, memory, dashboard=False)
         seen: list[tuple[float, str, int]] = []
         sent: list[tuple[str, int, float]] = []
+        stop = threading.Event()
+        follower = threading.Thread(target=_follow_aggregates, args=(settings, seen, stop))
+        follower.start()
+        try:
+            loadgen.paced(settings.kafka_bootstrap_servers, settings.input_topic,
+                          plan.latency_symbols, plan.latency_rate, plan.latency_seconds,
+                          lambda symbol, micros, _: sent.append((symbol, micros, time.time())))
+            # The last ticks need a batch or two to reach the aggregates topic.
+            last = max(micros for _, micros, _ in sent)
+            wait_until(lambda: any(n >= last for _, _, n in seen[-2000:]), 60,
+                       "the last ticks in the aggregates")
+        finally:
+            stop.set()
+            follower.join()
+    latency = tick_latencies(sent, seen)
+    return {"ticks": len(sent), "symbols": plan.latency_symbols, "rate": plan.latency_rate,
+            "trigger": str(settings.trigger_interval),
+            "tick_to_aggregate_seconds": percentiles(latency),
+            "ticks_without_aggregate": len(sent) - len(latency),
+            "load_average": load_average()}
+
+
+def measure_page_latency(base: Settings, bootstrap: str, work: Path, plan: Plan,
+                         memory: PeakMemory) -> dict[str, Any]:
+    """Tick produced -> its value on the dashboard page in headless Chromium (Markers), at
+    `latency_rate` ticks/s, with the dashboard and the browser on the cores too."""
+    settings = _stack_settings(base, bootstrap, work, "page", plan)
+    ensure_topics(settings)
+    names = loadgen.bench_symbols(plan.latency_symbols)
+    with Processes(work) as processes:
+        _start_pipeline(processes, settings, memory, dashboard=True)
         shown: list[tuple[float, float]] = []
-        stop_following, stop_markers = threading.Event(), threading.Event()
+        stop_markers = threading.Event()
         markers = Markers(settings, names[0])
-        threads = [threading.Thread(target=_follow_aggregates,
-                                    args=(settings, seen, stop_following)),
-                   threading.Thread(target=markers.run, args=(stop_markers,))]
-        load = threading.Thread(target=loadgen.paced, args=(
-            settings.kafka_bootstrap_servers, settings.input_topic, plan.latency_symbols,
-            plan.latency_rate, plan.latency_seconds,
-            lambda symbol, micros, _: sent.append((symbol, micros, time.time()))))
+        threads = [threading.Thread(target=markers.run, args=(stop_markers,)),
+                   threading.Thread(target=loadgen.paced, args=(
+                       settings.kafka_bootstrap_servers, settings.input_topic,
+                       plan.latency_symbols, plan.latency_rate, plan.latency_seconds))]
         with browser.chromium() as chromium:
             page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            for thread in threads + [load]:
+            page.goto(f"http://127.0.0.1:{settings.dashboard_port}")
+            for thread in threads:
                 thread.start()
             # Until the load ends, then until the last marker shows (or 30 s more).
             deadline = None
@@ -312,29 +384,20 @@ def measure_stack(base: Settings, bootstrap: str, work: Path, plan: Plan,
                 value = _read_max(page, names[0])
                 if value is not None:
                     shown.append((time.time(), value))
-                if deadline is None and not load.is_alive():
+                if deadline is None and not threads[1].is_alive():
                     stop_markers.set()
                     deadline = time.monotonic() + 30
                 if deadline and markers.sent and shown and shown[-1][1] >= markers.sent[-1][0]:
                     break
                 time.sleep(0.05)
-        # The last ticks need a batch or two to reach the aggregates topic.
-        last = max(micros for _, micros, _ in sent)
-        wait_until(lambda: any(n >= last for _, _, n in seen[-2000:]), 60,
-                   "the last ticks in the aggregates")
-        stop_following.set()
         stop_markers.set()
         for thread in threads:
             thread.join()
-    aggregate_latency = tick_latencies(sent, seen)
-    page_latency = Markers.latencies(markers.sent, shown)
-    return {"ticks": len(sent), "symbols": plan.latency_symbols, "rate": plan.latency_rate,
-            "warm_up_ticks": warm, "trigger": str(settings.trigger_interval),
+    latency = Markers.latencies(markers.sent, shown)
+    return {"rate": plan.latency_rate, "trigger": str(settings.trigger_interval),
             "page_refresh_seconds": plan.page_refresh_seconds,
-            "tick_to_aggregate_seconds": percentiles(aggregate_latency),
-            "ticks_without_aggregate": len(sent) - len(aggregate_latency),
-            "tick_to_page_seconds": percentiles(page_latency),
-            "markers_sent": len(markers.sent), "load_average": load_average()}
+            "tick_to_page_seconds": percentiles(latency), "markers_sent": len(markers.sent),
+            "load_average": load_average()}
 
 
 def _answers(url: str) -> bool:
@@ -345,7 +408,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-# --- phase 5: producer requests per poll ----------------------------------------------------
+# --- phase 6: producer requests per poll ----------------------------------------------------
 
 def measure_requests_per_poll(base: Settings, bootstrap: str, work: Path,
                               symbol_counts: tuple[int, ...] = (2, 200),

@@ -9,7 +9,7 @@ from crypto_pipeline.core.paths import PROJECT_ROOT
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 README = PROJECT_ROOT / "README.md"
 SRC = PROJECT_ROOT / "src"
-GIB = 1024 ** 3
+GB = 1e9  # one unit for memory everywhere: GB, powers of ten
 
 
 @dataclass(frozen=True)
@@ -19,10 +19,14 @@ class Plan:
     # Event time of the backlog advances as if ticks had come at this rate.
     drain_event_rate: float = 1000.0
     ceiling_batches: int = 5
-    live_fraction: float = 0.5
-    live_seconds: float = 180.0
-    # The live phase halves its rate until the job keeps up, down to this rate.
+    # The live search: from this rate, doubled while the job keeps up (up to
+    # live_max_rate), then bisected until the rates kept up and not are this close.
+    live_start_rate: float = 25_000.0
+    live_max_rate: float = 400_000.0
     live_min_rate: float = 1000.0
+    live_precision: float = 1.25
+    live_max_attempts: int = 7
+    live_seconds: float = 90.0
     latency_symbols: int = 2
     latency_rate: float = 1000.0
     latency_seconds: float = 60.0
@@ -33,4 +37,4 @@ class Plan:
 
 
 QUICK = Plan(drain_ticks=600_000, ceiling_batches=3, live_seconds=40, latency_seconds=20,
-             max_offsets_per_trigger=150_000)
+             live_max_attempts=2, max_offsets_per_trigger=150_000)

@@ -9,17 +9,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.plan import GIB, RESULTS_DIR
+from bench.plan import GB, RESULTS_DIR
 
 log = logging.getLogger(__name__)
 
 def table(results: dict[str, Any]) -> str:
     """The figures against the targets, as a Markdown table."""
-    ceiling, drain, best = results["ceiling"], results["drain"], results["sustained"]
-    latency, memory = results["latency"], results["memory_bytes"]
-    agg, page = latency["tick_to_aggregate_seconds"], latency["tick_to_page_seconds"]
+    ceilings, drain, best = results["ceilings"], results["drain"], results["sustained"]
+    agg = results["latency"]["tick_to_aggregate_seconds"]
+    page = results["page_latency"]["tick_to_page_seconds"]
     per_poll = {count: r["requests_per_poll"]
                 for count, r in results["producer_requests"].items()}
+    seed, job = ceilings["seed"], ceilings["job"]
 
     def met(ok: bool) -> str:
         return "yes" if ok else "**no**"
@@ -27,37 +28,52 @@ def table(results: dict[str, Any]) -> str:
     def pcts(p: dict) -> str:
         return f"{p['p50']} / {p['p95']} / {p['p99']} s (n={p['n']:,})"
 
-    components = ", ".join(f"{name} {rss / GIB:.2f}" for name, rss in memory.items()
-                           if name != "total")
+    def gb(memory: dict[str, int] | None) -> str:
+        if not memory:
+            return "—"
+        parts = ", ".join(f"{name} {rss / GB:.2f}" for name, rss in memory.items()
+                          if name != "total")
+        return f"{memory['total'] / GB:.2f} GB ({parts})"
+
+    share = best["percent_of_ceiling"] or {}
     rows = [
-        (f"Spark's ceiling: the job's aggregation (dedupe, windows), rate source → noop, "
-         f"{ceiling['rows_per_batch']:,} ticks per batch",
-         "—", f"{ceiling['rows_per_second']:,} ticks/s", "—", ceiling["load_average"]),
-        (f"Catch-up: the job drains {drain['ticks']:,} ticks over {drain['symbols']} symbols",
-         "—", f"{drain['rows_per_second']:,} ticks/s ({drain['percent_of_ceiling']} % of "
+        (f"Spark's ceiling, the seed's aggregation (avg/min/max/count, sliding windows), "
+         f"rate source → noop, {seed['rows_per_batch']:,} ticks per batch", "—",
+         f"{seed['rows_per_second']:,} ticks/s", "—", seed["load_average"]),
+        ("Spark's ceiling, the job's aggregation (every statistic), rate source → noop", "—",
+         f"{job['rows_per_second']:,} ticks/s", "—", job["load_average"]),
+        (f"Catch-up: the job (both queries) drains {drain['ticks']:,} ticks over "
+         f"{drain['symbols']} symbols", "—",
+         f"{drain['rows_per_second']:,} ticks/s "
+         f"({100 * drain['rows_per_second'] / seed['rows_per_second']:.1f} % of the seed's "
          f"ceiling)", "—", drain["load_average"]),
         *((f"Live: {live['offered_per_second']:,} ticks/s for {live['seconds']:.0f} s, event "
-           f"time now, trigger {live['trigger']}",
-           "keeps up", f"processed {live['processed_per_second']:,}/s, backlog "
-           f"{live['backlog_first']:,} → {live['backlog_last']:,}, median batch "
-           f"{live['batch_seconds_median']} s, {live['state_rows_last']:,} state rows",
+           f"time now, trigger {live['trigger']}", "keeps up",
+           f"processed {live['processed_per_second']:,}/s, backlog {live['backlog_first']:,} "
+           f"→ {live['backlog_last']:,}, median batch {live['batch_seconds_median']} s, "
+           f"{live['state_rows_last']:,} state rows",
            "yes" if live["keeps_up"] else "no", live["load_average"])
           for live in results["live"]),
-        ("Sustained throughput: the highest live rate kept up",
-         "≥ 200,000 ticks/s and ≥ 40 % of ceiling",
-         f"{best['ticks_per_second']:,} ticks/s ({best['percent_of_ceiling']} % of ceiling)"
-         if best["ticks_per_second"] else "none of the rates tried",
-         met(bool(best["ticks_per_second"]) and best["ticks_per_second"] >= 200_000
-             and best["percent_of_ceiling"] >= 40), "—"),
-        (f"Tick → aggregate p50/p95/p99 at {latency['rate']:,.0f}/s, trigger "
-         f"{latency['trigger']}", "p95 ≤ 2 s", pcts(agg),
-         met(agg["p95"] is not None and agg["p95"] <= 2), latency["load_average"]),
-        (f"Tick → page p50/p95/p99 (refresh {latency['page_refresh_seconds']:g} s)",
-         "p95 ≤ 3 s", pcts(page), met(page["p95"] is not None and page["p95"] <= 3),
-         latency["load_average"]),
-        ("Peak RSS, whole stack (GiB)", "≤ 2.5 GB",
-         f"{memory['total'] / GIB:.2f} ({components})", met(memory["total"] <= 2.5e9),
-         latency["load_average"]),
+        ("Sustained throughput, live: the highest rate kept up (and the first above it "
+         "that was not)", "≥ 100,000 ticks/s",
+         (f"{best['ticks_per_second']:,} ticks/s ({share.get('seed')} % of the seed's ceiling, "
+          f"{share.get('job')} % of the job's)" if best["ticks_per_second"]
+          else "none of the rates tried")
+         + (f"; {best['first_not_kept_up']:,}/s not" if best["first_not_kept_up"] else ""),
+         met(bool(best["ticks_per_second"]) and best["ticks_per_second"] >= 100_000), "—"),
+        ("Peak RSS during that live phase (broker, job, load generator)", "≤ 2.5 GB",
+         gb(best["memory_bytes"]),
+         met(bool(best["memory_bytes"]) and best["memory_bytes"]["total"] <= 2.5 * GB), "—"),
+        (f"Tick → aggregate p50/p95/p99 at {results['latency']['rate']:,.0f}/s, trigger "
+         f"{results['latency']['trigger']}, no browser", "p95 ≤ 1.5 s", pcts(agg),
+         met(agg["p95"] is not None and agg["p95"] <= 1.5), results["latency"]["load_average"]),
+        (f"Tick → page p50/p95/p99 (refresh {results['page_latency']['page_refresh_seconds']:g}"
+         f" s, Chromium on the same cores)", "p95 ≤ 2.5 s", pcts(page),
+         met(page["p95"] is not None and page["p95"] <= 2.5),
+         results["page_latency"]["load_average"]),
+        ("Peak RSS, whole stack with the dashboard (phases 4-5)", "≤ 2.5 GB",
+         gb(results["stack_memory_bytes"]),
+         met(results["stack_memory_bytes"]["total"] <= 2.5 * GB), "—"),
         ("Producer requests per poll (2 / 200 symbols)", "independent of symbols",
          " / ".join(str(v) for v in per_poll.values()), met(len(set(per_poll.values())) == 1),
          "—"),

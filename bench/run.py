@@ -2,26 +2,20 @@
 
 All phases run in one go on one machine, each on its own topics and checkpoints of one
 embedded broker, with the production settings (Settings.load()) unless a phase says so:
-1. ceiling: `transforms.aggregate_windows` (watermark, dedupe, the sliding windows and
-   every statistic: exactly what the job runs after parsing) on ticks from Spark's
-   `rate-micro-batch` source into a `noop` sink, with the job's state store, shuffle
-   partitions and batch size (MAX_OFFSETS_PER_TRIGGER), ticks shaped like the drain's
-   (same symbols, same event-time spacing). Left out, and so the job's overhead on top:
-   reading Kafka, JSON parsing and validation, the dead-letter query, the batch writer;
+1. ceilings: on ticks from Spark's `rate-micro-batch` source into a `noop` sink, with the
+   job's state store, shuffle partitions and batch size: the seed's aggregation (avg,
+   min, max, count over the sliding windows) and the job's (`aggregate_windows`, every
+   statistic). Left out, and so the job's overhead on top: reading Kafka, JSON parsing
+   and validation, the dead-letter query, the batch writer;
 2. catch-up: a backlog of ticks over many symbols is preloaded, then the real job
-   (`StreamingJob`: both queries) drains it; ticks/s from the end of its first batch
-   (start-up, code generation) until both queries have read everything;
-3. live: ticks produced at a fixed rate with event time = now while the job runs at its
-   production trigger: does it keep up (processed as fast as produced, backlog not
-   growing, batches shorter than the trigger) once the dedupe holds a full watermark of
-   ticks? From half the catch-up rate, halved until it does: the highest rate kept up is
-   the sustained throughput;
-4. latency: the stack as start.sh runs it (broker, producer, job, dashboard: separate
-   processes) with synthetic ticks at 1,000/s and a 1 s trigger, after the dedupe state
-   was filled with a watermark's worth of ticks: tick produced -> first aggregate
-   containing it readable on OUTPUT_TOPIC, and tick -> value on the dashboard page in
-   headless Chromium; the peak RSS of every process meanwhile;
-5. producer requests per poll, against the Binance stand-in, for 2 and 200 symbols.
+   (`StreamingJob`: both queries) drains it;
+3. live: ticks at a fixed rate with event time = now while the job runs at its trigger;
+   the rate is searched upward (doubled while the job keeps up, then bisected): the
+   highest rate kept up is the sustained throughput, with the whole stack's peak memory;
+4. tick -> aggregate latency: the stack as start.sh runs it (broker, producer, job as
+   separate processes), synthetic ticks at 1,000/s, no browser;
+5. tick -> page latency: the same with the dashboard, read in headless Chromium;
+6. producer requests per poll, against the Binance stand-in, for 2 and 200 symbols.
 Each phase records the load average, as the machine may be shared.
 """
 from __future__ import annotations
@@ -40,10 +34,11 @@ from bench.measure import (
     load_average,
 )
 from bench.phases import (
+    measure_aggregate_latency,
     measure_ceiling,
     measure_drain,
+    measure_page_latency,
     measure_requests_per_poll,
-    measure_stack,
     measure_sustained,
     sustained,
 )
@@ -83,25 +78,28 @@ def run(plan: Plan) -> dict[str, Any]:
             spark = build_session(phase_settings(base, bootstrap, work, "session"), "benchmark",
                                   **{"spark.sql.streaming.numRecentProgressUpdates": "1000"})
             try:
-                log.info("phase 1/5: Spark's ceiling (rate source -> noop)")
-                results["ceiling"] = measure_ceiling(
-                    spark, phase_settings(base, bootstrap, work, "ceiling"), plan)
-                log.info("phase 2/5: catch-up (the job drains a backlog)")
+                log.info("phase 1/6: Spark's ceilings (rate source -> noop)")
+                results["ceilings"] = {which: measure_ceiling(
+                    spark, phase_settings(base, bootstrap, work, f"ceiling-{which}"), plan,
+                    which) for which in ("seed", "job")}
+                log.info("phase 2/6: catch-up (the job drains a backlog)")
                 results["drain"] = measure_drain(
                     spark, phase_settings(base, bootstrap, work, "drain"), plan)
-                results["drain"]["percent_of_ceiling"] = round(
-                    100 * results["drain"]["rows_per_second"]
-                    / results["ceiling"]["rows_per_second"], 1)
-                results["live"] = measure_sustained(spark, base, bootstrap, work, plan,
-                                                    results["drain"]["rows_per_second"])
-                results["sustained"] = sustained(results["live"], results["ceiling"])
+                log.info("phase 3/6: live, the rate searched upward")
+                memory.watch("this process (Spark job, load generator)", os.getpid())
+                results["live"] = measure_sustained(spark, base, bootstrap, work, plan, memory)
+                results["sustained"] = sustained(results["live"], results["ceilings"])
             finally:
                 spark.stop()
-            log.info("phase 4/5: latency and memory of the whole stack")
+            memory.pids.clear()
             memory.reset()
-            results["latency"] = measure_stack(base, bootstrap, work, plan, memory)
-            results["memory_bytes"] = dict(memory.peaks) | {"total": memory.peak_total}
-            log.info("phase 5/5: producer requests per poll")
+            memory.watch("kafka", kafka.nodes[0].process.pid)
+            log.info("phase 4/6: tick -> aggregate latency (no browser)")
+            results["latency"] = measure_aggregate_latency(base, bootstrap, work, plan, memory)
+            log.info("phase 5/6: tick -> page latency (dashboard in Chromium)")
+            results["page_latency"] = measure_page_latency(base, bootstrap, work, plan, memory)
+            results["stack_memory_bytes"] = dict(memory.peaks) | {"total": memory.peak_total}
+            log.info("phase 6/6: producer requests per poll")
             results["producer_requests"] = measure_requests_per_poll(base, bootstrap, work)
     results["finished_at"] = datetime.now(timezone.utc).isoformat()
     return results

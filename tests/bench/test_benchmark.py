@@ -9,7 +9,7 @@ import pytest
 
 from bench import history_write
 from bench.measure import Batch, drain_rate, keeps_up, percentiles, tick_latencies
-from bench.phases import Markers, live_rates, sustained
+from bench.phases import Markers, next_live_rate, sustained
 from bench.plan import Plan
 from bench.report import readme_with_table
 from crypto_pipeline.core.schema import AGGREGATE_FIELDS
@@ -67,37 +67,60 @@ def test_a_drain_leaves_out_the_first_batch():
         drain_rate([main[:2]], 300_000)
 
 
-def test_the_live_phase_halves_its_rate_down_to_the_minimum():
-    assert live_rates(64_197, Plan()) == [32_000, 16_000, 8_000, 4_000, 2_000, 1_000]
-    assert live_rates(1_500, Plan()) == [1_000]
+def attempt(rate: float, kept: bool) -> dict:
+    return {"rate": rate, "offered_per_second": round(rate * 0.99), "keeps_up": kept,
+            "memory_bytes": {"kafka": 5 * 10 ** 8, "total": 2 * 10 ** 9}}
 
 
-def test_sustained_is_the_highest_rate_kept_up():
-    attempts = [{"offered_per_second": 32_000, "keeps_up": False},
-                {"offered_per_second": 16_000, "keeps_up": True}]
-    assert sustained(attempts, {"rows_per_second": 160_000}) == {
-        "ticks_per_second": 16_000, "percent_of_ceiling": 10.0}
-    assert sustained(attempts[:1], {"rows_per_second": 160_000})["ticks_per_second"] is None
+def test_the_live_search_doubles_then_bisects_then_stops():
+    plan = Plan(live_start_rate=25_000, live_precision=1.25, live_max_attempts=7)
+    tried = [attempt(25_000, True)]
+    assert next_live_rate(tried, plan) == 50_000
+    tried.append(attempt(50_000, True))
+    assert next_live_rate(tried, plan) == 100_000
+    tried.append(attempt(100_000, False))
+    assert next_live_rate(tried, plan) == 75_000  # between the highest kept and lowest not
+    tried.append(attempt(75_000, False))
+    assert next_live_rate(tried, plan) == 62_000
+    tried.append(attempt(62_000, True))
+    assert next_live_rate(tried, plan) is None  # 62,000 and 75,000 are within 25 %
+    assert next_live_rate([attempt(25_000, False)], plan) == 12_500  # too high to start
+    assert next_live_rate([attempt(400_000, True)], plan) is None  # the maximum kept up
+    assert next_live_rate([attempt(25_000, True)] * 7, plan) is None
 
 
-LIVE = {"seconds": 180, "trigger": "2 seconds", "backlog_first": 10, "backlog_last": 12,
-        "batch_seconds_median": 1.5, "state_rows_last": 1_000, "load_average": 2.0}
+def test_sustained_is_the_highest_rate_kept_up_and_the_first_above_it_that_was_not():
+    attempts = [attempt(25_000, True), attempt(50_000, False), attempt(37_000, True)]
+    result = sustained(attempts, {"seed": {"rows_per_second": 370_000},
+                                  "job": {"rows_per_second": 185_000}})
+    assert result == {"ticks_per_second": 36_630, "first_not_kept_up": 49_500,
+                      "percent_of_ceiling": {"seed": 9.9, "job": 19.8},
+                      "memory_bytes": attempts[2]["memory_bytes"]}
+    assert sustained(attempts[1:2], {})["ticks_per_second"] is None
+
+
+LIVE = {"seconds": 90, "trigger": "1 second", "backlog_first": 10, "backlog_last": 12,
+        "batch_seconds_median": 0.8, "state_rows_last": 1_000, "load_average": 2.0}
 RESULTS = {
     "started_at": "2026-11-24T05:00:00+00:00",
     "machine": {"cpus": 2, "load_average_at_start": 0.5},
-    "ceiling": {"rows_per_batch": 1_000_000, "rows_per_second": 150_000, "load_average": 2.0},
-    "drain": {"ticks": 4_000_000, "symbols": 200, "rows_per_second": 60_000,
-              "percent_of_ceiling": 40.0, "load_average": 2.0},
-    "live": [LIVE | {"offered_per_second": 32_000, "processed_per_second": 31_000,
+    "ceilings": {
+        "seed": {"rows_per_batch": 1_000_000, "rows_per_second": 400_000, "load_average": 2.0},
+        "job": {"rows_per_batch": 1_000_000, "rows_per_second": 200_000, "load_average": 2.0}},
+    "drain": {"ticks": 4_000_000, "symbols": 200, "rows_per_second": 100_000,
+              "load_average": 2.0},
+    "live": [LIVE | {"offered_per_second": 50_000, "processed_per_second": 49_000,
                      "keeps_up": False},
-             LIVE | {"offered_per_second": 16_000, "processed_per_second": 16_000,
+             LIVE | {"offered_per_second": 25_000, "processed_per_second": 25_000,
                      "keeps_up": True}],
-    "sustained": {"ticks_per_second": 16_000, "percent_of_ceiling": 10.7},
-    "latency": {"rate": 1000, "trigger": "1 second", "page_refresh_seconds": 1.0,
-                "tick_to_aggregate_seconds": {"p50": 1.0, "p95": 1.8, "p99": 2.5, "n": 60_000},
-                "tick_to_page_seconds": {"p50": 2.0, "p95": 3.5, "p99": 4.0, "n": 30},
-                "load_average": 2.0},
-    "memory_bytes": {"kafka": 2 ** 29, "spark job": 2 ** 30, "total": 2 ** 31},
+    "sustained": {"ticks_per_second": 25_000, "first_not_kept_up": 50_000,
+                  "percent_of_ceiling": {"seed": 6.2, "job": 12.5},
+                  "memory_bytes": {"kafka": 5 * 10 ** 8, "total": 2 * 10 ** 9}},
+    "latency": {"rate": 1000, "trigger": "1 second", "load_average": 2.0,
+                "tick_to_aggregate_seconds": {"p50": 0.8, "p95": 1.4, "p99": 1.9, "n": 60_000}},
+    "page_latency": {"page_refresh_seconds": 1.0, "load_average": 2.0,
+                     "tick_to_page_seconds": {"p50": 2.0, "p95": 3.5, "p99": 4.0, "n": 30}},
+    "stack_memory_bytes": {"kafka": 5 * 10 ** 8, "spark job": 10 ** 9, "total": 3 * 10 ** 9},
     "producer_requests": {"2": {"requests_per_poll": 1.0}, "200": {"requests_per_poll": 1.0}},
 }
 
@@ -108,10 +131,15 @@ def test_the_readme_table_is_replaced_between_its_markers():
     assert new.startswith("intro\n<!-- bench-table:begin -->\nLast full run: 2026-11-24 05:00")
     assert new.endswith("<!-- bench-table:end -->\nrest\n") and "old" not in new
     rows = {line.split(" | ")[0]: line for line in new.splitlines() if line.startswith("| ")}
-    assert "| **no** |" in rows["| Tick → page p50/p95/p99 (refresh 1 s)"]
-    assert "| yes |" in rows["| Tick → aggregate p50/p95/p99 at 1,000/s, trigger 1 second"]
-    assert "| 16,000 ticks/s (10.7 % of ceiling) | **no** |" in new  # below 200,000/s
-    assert "| Live: 32,000 ticks/s for 180 s, event time now, trigger 2 seconds | keeps up" \
+    assert "| **no** |" in rows["| Tick → page p50/p95/p99 (refresh 1 s, Chromium on the same "
+                                "cores)"]
+    assert "| yes |" in rows["| Tick → aggregate p50/p95/p99 at 1,000/s, trigger 1 second, "
+                             "no browser"]
+    assert "| 25,000 ticks/s (6.2 % of the seed's ceiling, 12.5 % of the job's); 50,000/s " \
+           "not | **no** |" in new  # below 100,000/s
+    assert "| 2.00 GB (kafka 0.50) | yes |" in new
+    assert "| 3.00 GB (kafka 0.50, spark job 1.00) | **no** |" in new
+    assert "| Live: 50,000 ticks/s for 90 s, event time now, trigger 1 second | keeps up" \
         in new and new.count("| Live: ") == 2
     with pytest.raises(ValueError):
         readme_with_table("no markers", RESULTS, "x")

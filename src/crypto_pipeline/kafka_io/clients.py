@@ -15,6 +15,7 @@ from crypto_pipeline.core.waiting import wait_until
 log = logging.getLogger(__name__)
 
 READINESS_TOPIC = "_crypto_pipeline_ready"
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -40,6 +41,9 @@ def librdkafka_config(settings: Settings) -> dict[str, Any]:
         # Java's partitioner (and kafka-python's): a symbol lands in the partition any
         # other client computes for it, so the producer can find its own last records.
         "partitioner": "murmur2_random",
+        # librdkafka's own lines (each failed connection attempt) go to this logger, which
+        # core.logs keeps quiet: the pipeline reports an outage once, in words.
+        "logger": LIBRDKAFKA_LOG,
     }
     if settings.kafka_sasl_mechanism:
         config.update({"sasl.mechanisms": settings.kafka_sasl_mechanism,

@@ -36,9 +36,6 @@ from crypto_pipeline.kafka_io.clients import client_config, librdkafka_config
 from crypto_pipeline.kafka_io.topics import ensure_topics
 
 log = logging.getLogger(__name__)
-# librdkafka's own lines (each failed connection attempt) go to this logger, which
-# core.logs keeps quiet: the sink reports an outage once, in words a user can act on.
-LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 # A commit that takes longer is retried (and Kafka reported unreachable meanwhile).
@@ -97,7 +94,7 @@ def _connect(settings: Settings) -> Any:
                          "transactional.id": default_transactional_id(settings),
                          "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
                          "enable.idempotence": True, "acks": "all", "linger.ms": LINGER_MS,
-                         "error_cb": _log_client_error, "logger": LIBRDKAFKA_LOG})
+                         "error_cb": _log_client_error})
     producer.init_transactions(CONNECT_TIMEOUT_SECONDS)
     return producer
 

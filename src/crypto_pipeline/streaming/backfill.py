@@ -33,7 +33,7 @@ from crypto_pipeline.binance.rest import BinanceError
 from crypto_pipeline.core.history import HistoryStore, open_history
 from crypto_pipeline.core.schema import TICK_FIELDS, Tick, aggregate_key, spark_schema
 from crypto_pipeline.core.settings import Settings
-from crypto_pipeline.kafka_io.keyed_records import send_confirmed
+from crypto_pipeline.kafka_io.keyed_records import DeliveryFailed, send_confirmed
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Backfill:
                         "(BACKFILL_FILE reads klines from a file, BACKFILL_ENABLED=false "
                         "turns the backfill off)", err)
             return None
-        except (KafkaError, *self.history.errors, OSError, ValueError) as err:
+        except (KafkaError, DeliveryFailed, *self.history.errors, OSError, ValueError) as err:
             log.error("backfill stopped: %s: %s; the job starts without it",
                       type(err).__name__, err)
             return None

@@ -29,6 +29,7 @@ from crypto_pipeline.core.schema import format_time, parse_time
 from crypto_pipeline.core.settings import EXIT_CONFIG_ERROR, Settings
 from crypto_pipeline.core.status import SparkStatus, State
 from crypto_pipeline.kafka_io.clients import spark_options
+from crypto_pipeline.kafka_io.keyed_records import send_confirmed
 from crypto_pipeline.streaming.transforms import (
     aggregate_records,
     aggregate_windows,
@@ -195,21 +196,18 @@ class StreamingJob:
     def _write_aggregates(self, batch: DataFrame, batch_id: int) -> None:
         """One micro-batch's changed windows -> OUTPUT_TOPIC, then the history store.
         Any error propagates and fails the query; the batch is re-run on restart and
-        both writes are idempotent per key."""
-        records = aggregate_records(batch).persist()
-        try:
-            values = [row.value for row in records.select("value").collect()]
-            if not values:
-                return
-            (records.write.format("kafka").options(**spark_options(self.settings))
-             .option("topic", self.settings.output_topic).save())
-            rows = [json.loads(value) for value in values]
-            self.history.upsert(rows)
-            self.alerts.check(rows)
-            self.status.count_emitted(len(values))
-            log.debug("batch %d: %d aggregates written", batch_id, len(values))
-        finally:
-            records.unpersist()
+        both writes are idempotent per key. The records are few (symbols x open windows):
+        collected once and sent from the driver, with no Spark job of their own."""
+        records = [(row.key, row.value) for row in aggregate_records(batch).collect()]
+        if not records:
+            return
+        send_confirmed(self.settings, self.settings.output_topic,
+                       ((key, value.encode()) for key, value in records))
+        rows = [json.loads(value) for _, value in records]
+        self.history.upsert(rows)
+        self.alerts.check(rows)
+        self.status.count_emitted(len(records))
+        log.debug("batch %d: %d aggregates written", batch_id, len(records))
 
     def _start_dead_letters(self) -> StreamingQuery:
         seconds = max(self.settings.trigger_interval.seconds, DEAD_LETTER_TRIGGER_SECONDS)
