@@ -12,7 +12,6 @@ import sys
 import threading
 import urllib.request
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,14 @@ from crypto_pipeline.kafka_io.topics import ensure_topics
 from crypto_pipeline.producer.app import ProducerApp, build_source
 from crypto_pipeline.producer.sink import KafkaTickSink
 from crypto_pipeline.streaming.job import StreamingJob
-from support.helpers import process_env, producer_status, read_topic, spark_status, wait_for
+from support.helpers import (
+    process_env,
+    producer_status,
+    read_topic,
+    run_to_the_end,
+    spark_status,
+    wait_for,
+)
 from support.supervised import Supervised
 
 pytestmark = pytest.mark.integration
@@ -267,14 +273,8 @@ def test_a_wrong_sasl_password_is_named(sasl_broker, spark, settings):
     _, bootstrap, _ = sasl_broker
     settings = sasl_settings(settings, bootstrap, "not-the-password")
     _, stop, producer = run_producer(settings)
-    job = StreamingJob(spark, settings)
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            running = pool.submit(job.run)
-            try:
-                assert running.result(timeout=180) == 1
-            finally:
-                job.request_stop()
+        assert run_to_the_end(StreamingJob(spark, settings), 180) == 1
         error = spark_status(settings.run_dir).last_error
         assert "authentication failed" in error.lower(), error
         error = wait_for(lambda: producer_status(settings.run_dir).last_error, 60,

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -29,6 +28,7 @@ from support.helpers import (
     produce,
     produce_ticks,
     read_topic,
+    run_to_the_end,
     spark_status,
     wait_for,
     windows,
@@ -137,13 +137,7 @@ def test_a_failing_batch_stops_the_job_with_its_error(spark, settings, tmp_path)
     settings = settings.replace(history_url=sqlite_url(tmp_path), trigger_interval=FAST)
     ensure_topics(settings)
     produce_ticks(settings, [Tick("BTCUSDT", 97000.0, datetime.now(timezone.utc), "test")])
-    job = StreamingJob(spark, settings)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        running = pool.submit(job.run)
-        try:
-            exit_code = running.result(timeout=120)
-        finally:
-            job.request_stop()
+    exit_code = run_to_the_end(StreamingJob(spark, settings), 120)
     assert exit_code == 1
     status = spark_status(settings.run_dir)
     assert status.state == "failed"
@@ -180,13 +174,7 @@ def test_a_checkpoint_of_the_deduplicating_version_stops_the_job_with_advice(
     finally:
         old.stop()
 
-    job = StreamingJob(spark, settings)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        running = pool.submit(job.run)
-        try:
-            exit_code = running.result(timeout=120)
-        finally:
-            job.request_stop()
+    exit_code = run_to_the_end(StreamingJob(spark, settings), 120)
     assert exit_code == EXIT_CONFIG_ERROR
     assert "STATEFUL_OPERATOR" in spark_status(settings.run_dir).last_error
     assert any("another version of the aggregation" in m and "move" in m

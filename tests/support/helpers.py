@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, TypeVar
 
@@ -171,3 +172,14 @@ def processed(job) -> int:
     assert query.exception() is None, query.exception()
     progress = query.lastProgress
     return total_offset(progress["sources"][0]["endOffset"]) if progress else 0
+
+
+def run_to_the_end(job, timeout: float) -> int:
+    """`job.run()` (a StreamingJob) until it ends by itself; its exit code. A stop is
+    requested when the wait is over, so a job that does not end is stopped."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(job.run)
+        try:
+            return running.result(timeout=timeout)
+        finally:
+            job.request_stop()
