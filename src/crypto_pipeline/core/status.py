@@ -20,6 +20,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from crypto_pipeline.core import formatting as fmt
+
 # The components in start order; stop goes the other way. The one list of their names.
 KAFKA, PRODUCER, SPARK, DASHBOARD = COMPONENTS = ("kafka", "producer", "spark", "dashboard")
 
@@ -166,6 +168,21 @@ class BackfillProgress:
     started_at: float | None = None  # epoch seconds
     seconds_left: float | None = None  # an estimate from the pace so far
     last_error: str | None = None
+
+    def summary(self) -> str:
+        """The progress in a few words (the log, ./status.sh)."""
+        parts = [f"{self.state}, {fmt.count(self.symbols_done)} of "
+                 f"{fmt.count(self.symbols_total)} symbols",
+                 f"{fmt.count(self.requests)} requests"]
+        if self.weight_used is not None and self.weight_limit:
+            parts.append(f"weight {fmt.count(self.weight_used)}/{fmt.count(self.weight_limit)}"
+                         f" this minute")
+        parts.append(f"{fmt.count(self.windows_written)} windows written")
+        if self.state == State.RUNNING and self.seconds_left is not None:
+            parts.append(f"about {fmt.age(self.seconds_left)} left")
+        if self.last_error:
+            parts.append(f"last error: {self.last_error}")
+        return ", ".join(parts)
 
 
 @dataclass

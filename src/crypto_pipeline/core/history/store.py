@@ -211,15 +211,32 @@ class HistoryStore:
         return self.read(AGGREGATES, " AND ".join(conditions), params,
                          order_by=("window_start", "symbol"))
 
-    def newest_window_starts(self) -> dict[str, datetime]:
-        """Per symbol, the start of its newest window in the store."""
+    def newest_window_starts(self, ended_by: datetime | None = None) -> dict[str, datetime]:
+        """Per symbol, the start of its newest window in the store (of those that ended
+        by `ended_by`, when given)."""
         if not self.engine.exists():
             return {}
+        where, params = ('WHERE "window_end" <= ? ', [self._time(ended_by)]) \
+            if ended_by is not None else ("", [])
         with self._cursor() as cursor:
-            rows = cursor.execute(
-                'SELECT "symbol", max("window_start") FROM "aggregates" GROUP BY "symbol"'
-            ).fetchall()
+            rows = cursor.execute(self._sql(
+                f'SELECT "symbol", max("window_start") FROM "aggregates" {where}'
+                f'GROUP BY "symbol"'), params).fetchall()
         return {symbol: self.engine.from_db(start) for symbol, start in rows}
+
+    def iter_load(self, since: datetime | None = None,
+                  rows_per_chunk: int = 50_000) -> Iterator[list[dict[str, Any]]]:
+        """Aggregates (latest value per window) in chunks, symbol by symbol, each oldest
+        window first: a large history without holding all of it at once."""
+        if not self.engine.exists():
+            return
+        where, params = ('"window_start" >= ?', [self._time(since)]) if since is not None \
+            else ("", [])
+        text = self._sql(schema.select(AGGREGATES, where, order_by=AGGREGATES.key))
+        with self._cursor() as cursor:
+            cursor.execute(text, params)
+            while rows := cursor.fetchmany(rows_per_chunk):
+                yield [self._row(AGGREGATES, row) for row in rows]
 
     def newest_emitted_at(self) -> datetime | None:
         """When the newest aggregate was written, or None when there is none."""
