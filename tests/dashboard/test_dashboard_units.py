@@ -47,7 +47,7 @@ def test_the_latest_arrival_for_a_window_wins_and_duplicates_count_once():
     assert [r["avg_price"] for r in store.snapshot().windows["BTCUSDT"]] == [99.5]
     store.put(first)
     store.put(first)
-    assert len(store) == 1 and store.snapshot().windows["BTCUSDT"][0] is first
+    assert len(store) == 1 and store.snapshot().windows["BTCUSDT"][0] == first
 
 
 def test_a_snapshot_does_not_change_when_the_store_does():

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
+import numpy as np
+
 from crypto_pipeline.core.history import schema
 from crypto_pipeline.core.history.schema import AGGREGATES, ALERTS, TABLES, Table
 from crypto_pipeline.core.schema import Field, parse_time
@@ -42,6 +44,7 @@ class Engine(Protocol):
     def indexes(self, cursor: Any) -> set[str]: ...
     def to_db(self, moment: datetime) -> Any: ...
     def from_db(self, value: Any) -> datetime: ...
+    def epoch_seconds(self, values: Sequence[Any]) -> np.ndarray: ...
     def is_transient(self, error: BaseException) -> bool: ...
     def close(self) -> None: ...
 
@@ -224,19 +227,27 @@ class HistoryStore:
                 f'GROUP BY "symbol"'), params).fetchall()
         return {symbol: self.engine.from_db(start) for symbol, start in rows}
 
-    def iter_load(self, since: datetime | None = None,
-                  rows_per_chunk: int = 50_000) -> Iterator[list[dict[str, Any]]]:
-        """Aggregates (latest value per window) in chunks, symbol by symbol, each oldest
-        window first: a large history without holding all of it at once."""
+    def iter_arrays(self, since: datetime | None = None, rows_per_chunk: int = 50_000
+                    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Aggregates (latest value per window) from `since` on, in chunks, symbol by
+        symbol and each oldest window first: (the symbols, one row of numbers each: the
+        other fields in AGGREGATE_FIELDS' order, times as epoch seconds, NaN where
+        none). Millions of windows, read without a dict or datetime per window."""
         if not self.engine.exists():
             return
         where, params = ('"window_start" >= ?', [self._time(since)]) if since is not None \
             else ("", [])
         text = self._sql(schema.select(AGGREGATES, where, order_by=AGGREGATES.key))
+        numbers = AGGREGATES.fields[1:]
         with self._cursor() as cursor:
             cursor.execute(text, params)
             while rows := cursor.fetchmany(rows_per_chunk):
-                yield [self._row(AGGREGATES, row) for row in rows]
+                columns = list(zip(*rows))
+                matrix = np.empty((len(rows), len(numbers)))
+                for i, (column, values) in enumerate(zip(numbers, columns[1:])):
+                    matrix[:, i] = self.engine.epoch_seconds(values) \
+                        if column.type == "timestamp" else np.array(values, dtype=float)
+                yield list(columns[0]), matrix
 
     def newest_emitted_at(self) -> datetime | None:
         """When the newest aggregate was written, or None when there is none."""
