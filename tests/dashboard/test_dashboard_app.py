@@ -13,9 +13,9 @@ from support.dashboard_support import (
     kpi,
     metric_value,
     offline_settings,
+    overview,
     produce,
     produce_aggregates,
-    overview,
     shows,
     texts,
 )

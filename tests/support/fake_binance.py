@@ -48,7 +48,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from crypto_pipeline.binance.klines import Kline, read_klines
@@ -133,7 +133,8 @@ def market(count: int, seed: int = 7) -> tuple[dict[str, float], dict[str, str]]
     return prices, statuses
 
 
-def exchange_info(listing: dict[str, Listed], params: dict[str, str]) -> dict[str, Any]:
+def exchange_info(listing: dict[str, Listed], params: dict[str, str],
+                  weight_limit: int = WEIGHT_LIMIT) -> dict[str, Any]:
     """Binance's exchangeInfo answer for `params`; ApiError as Binance answers a bad one."""
     status = params.get("symbolStatus")
     if status is not None and ("symbol" in params or "symbols" in params):
@@ -155,7 +156,7 @@ def exchange_info(listing: dict[str, Listed], params: dict[str, str]) -> dict[st
     permissions = params.get("showPermissionSets", "true").lower() != "false"
     return {"timezone": "UTC", "serverTime": int(time.time() * 1000),
             "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
-                            "intervalNum": 1, "limit": WEIGHT_LIMIT},
+                            "intervalNum": 1, "limit": weight_limit},
                            {"rateLimitType": "ORDERS", "interval": "SECOND",
                             "intervalNum": 10, "limit": 100},
                            {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE",
@@ -236,13 +237,14 @@ class FakeBinance:
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
                  prices: dict[str, float] | None = None, drift: bool = True, seed: int = 7,
                  statuses: dict[str, str] | None = None, weight_limit: int = WEIGHT_LIMIT,
-                 record: bool = True):
+                 record: bool = True, clock: Callable[[], float] = time.time):
         self.prices = dict(DEFAULT_PRICES if prices is None else prices)
         self.listing = {symbol: Listed(*(((statuses or {}).get(symbol, "TRADING"),)
                                          + split_symbol(symbol)))
                         for symbol in self.prices}
         self.drift = drift
         self.weight_limit = weight_limit
+        self.clock = clock  # whose minutes the request weight is counted in
         self.rate_limited = 0  # requests answered 429 for too much weight
         self.record = record  # False: keep no request (a long benchmark run)
         self.requests: list[RecordedRequest] = []
@@ -313,7 +315,7 @@ class FakeBinance:
     def used_weight(self) -> int:
         """Request weight counted in the current minute."""
         with self.lock:
-            return self._weights.get(int(time.time() // 60), 0)
+            return self._weights.get(int(self.clock() // 60), 0)
 
     def set_klines(self, symbol: str, klines: list[Kline]) -> None:
         with self.lock:
@@ -350,7 +352,7 @@ class FakeBinance:
             return fault
 
     def _used_weight(self, weight: int) -> int:
-        minute = int(time.time() // 60)
+        minute = int(self.clock() // 60)
         with self.lock:
             self._weights = {minute: self._weights.get(minute, 0) + weight}
             return self._weights[minute]
@@ -374,7 +376,7 @@ class FakeBinance:
             # Binance counts the refused request too, and says when the minute ends.
             with self.lock:
                 self.rate_limited += 1
-            retry_after = max(1, math.ceil(60 - time.time() % 60))
+            retry_after = max(1, math.ceil(60 - self.clock() % 60))
             return 429, {**headers, "Retry-After": str(retry_after)}, {
                 "code": -1003, "msg": RATE_LIMITED}
         try:
@@ -385,7 +387,7 @@ class FakeBinance:
     def _exchange_info(self, params: dict[str, str]) -> Any:
         with self.lock:
             listing = {s: Listed(x.status, x.base, x.quote) for s, x in self.listing.items()}
-        return exchange_info(listing, params)
+        return exchange_info(listing, params, self.weight_limit)
 
     def _known(self, symbol: str) -> None:
         if symbol not in self.prices and symbol not in self._klines \

@@ -45,10 +45,15 @@ class KlinesClient(BinanceRestClient):
     """The producer's client with the klines endpoint, paced by request weight."""
 
     def __init__(self, base_url: str, connect_timeout: float, read_timeout: float, *,
-                 pacer: WeightPacer | None = None):
+                 clock: Callable[[], float] = time.time):
         super().__init__(base_url, connect_timeout, read_timeout)
-        self.pacer = pacer or WeightPacer(self.weight_limit)
+        self.pacer = WeightPacer(self.weight_limit, clock=clock)
         self.requests = 0
+
+    def trading_symbols(self):
+        symbols = super().trading_symbols()
+        self.pacer.limit = self.weight_limit  # as exchangeInfo states it
+        return symbols
 
     def _get(self, path: str, params: dict[str, str]):
         self.requests += 1

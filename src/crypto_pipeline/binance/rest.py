@@ -103,7 +103,8 @@ class WeightPacer:
 
     def __init__(self, limit: int, share: float = WEIGHT_SLOWDOWN_SHARE,
                  clock: Callable[[], float] = time.time):
-        self.budget = share * limit
+        self.limit = limit  # exchangeInfo's REQUEST_WEIGHT per minute, when it was asked
+        self.share = share
         self._clock = clock
         self._lock = threading.Lock()
         self._minute: int | None = None
@@ -132,7 +133,7 @@ class WeightPacer:
             minute = int(now // 60)
             if minute != self._minute:
                 self._minute, self._used = minute, 0
-            if self._used + weight > self.budget:
+            if self._used + weight > self.share * self.limit:
                 return 60.0 - now % 60.0
             self._used += weight
             return 0.0
@@ -243,20 +244,25 @@ class SymbolInfo:
     quote_asset: str
 
 
-def parse_exchange_info(body: bytes, content_type: str) -> list[SymbolInfo]:
-    """The symbols of an exchangeInfo answer; BinanceError("malformed-body") when it is
-    not one."""
+def parse_exchange_info(body: bytes, content_type: str) -> tuple[list[SymbolInfo], int | None]:
+    """The symbols of an exchangeInfo answer, and the request weight it allows a minute
+    (its REQUEST_WEIGHT rate limit; None when it names none); BinanceError
+    ("malformed-body") when it is not one."""
     answer = _json_body(body, content_type)
     listed = answer.get("symbols") if isinstance(answer, dict) else None
     if not isinstance(listed, list):
         raise BinanceError("malformed-body", "Binance sent exchange information without "
                            "a list of symbols")
     try:
-        return [SymbolInfo(entry["symbol"], entry["status"], entry.get("baseAsset", ""),
-                           entry.get("quoteAsset", "")) for entry in listed]
+        symbols = [SymbolInfo(entry["symbol"], entry["status"], entry.get("baseAsset", ""),
+                              entry.get("quoteAsset", "")) for entry in listed]
     except (KeyError, TypeError) as err:
         raise BinanceError("malformed-body", f"Binance sent a symbol without "
                            f"{one_line(err)} in its exchange information") from None
+    limits = [rule.get("limit") for rule in answer.get("rateLimits") or ()
+              if isinstance(rule, dict) and rule.get("rateLimitType") == "REQUEST_WEIGHT"
+              and rule.get("interval") == "MINUTE" and rule.get("intervalNum") == 1]
+    return symbols, limits[0] if limits and isinstance(limits[0], int) else None
 
 
 def _cause(err: BaseException) -> str:
@@ -328,12 +334,15 @@ class BinanceRestClient:
 
     def trading_symbols(self) -> list[SymbolInfo]:
         """Every symbol Binance lists as TRADING (exchangeInfo filtered by the server,
-        and here again in case a server ignores the filter)."""
+        and here again in case a server ignores the filter). The request weight allowed
+        a minute that it states becomes `weight_limit`."""
         response = self._get(EXCHANGE_INFO_PATH, {"symbolStatus": TRADING,
                                                   "showPermissionSets": "false"})
-        return [info for info in parse_exchange_info(
-            response.content, response.headers.get("Content-Type", ""))
-            if info.status == TRADING]
+        symbols, limit = parse_exchange_info(response.content,
+                                             response.headers.get("Content-Type", ""))
+        if limit:
+            self.weight_limit = limit
+        return [info for info in symbols if info.status == TRADING]
 
     def unknown_symbols(self, symbols: Sequence[str]) -> list[str]:
         """The symbols Binance does not know, asked one by one (the batch answer does not

@@ -148,7 +148,8 @@ class Backfill:
     def __init__(self, spark, settings: Settings, *, history: HistoryStore | None = None,
                  wait: Callable[[float], None] = time.sleep,
                  report: Callable[[BackfillProgress], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time):
         self.spark = spark
         self.settings = settings
         self.history = history or open_history(settings.history_url)
@@ -157,6 +158,7 @@ class Backfill:
         self.wait = wait  # how it pauses (for the weight budget, a Retry-After)
         self._report = report or (lambda progress: None)
         self._clock = clock
+        self._wall_clock = wall_clock  # whose minutes the request weight is paced in
         self._began = clock()
         self._logged_at = 0.0
 
@@ -225,7 +227,7 @@ class Backfill:
         span = timedelta(hours=self.settings.backfill_hours)
         client = KlinesClient(self.settings.binance_base_url,
                               self.settings.http_connect_timeout_seconds,
-                              self.settings.http_read_timeout_seconds)
+                              self.settings.http_read_timeout_seconds, clock=self._wall_clock)
         try:
             if joined is None:
                 symbols = resolve_at_start(self.settings.symbols, client)
@@ -306,7 +308,7 @@ class Backfill:
         progress.weight_used = client.pacer.used
         elapsed = self._clock() - self._began
         left = progress.symbols_total - progress.symbols_done
-        progress.seconds_left = round(elapsed / progress.symbols_done * left, 1)
+        progress.seconds_left = round(elapsed / max(1, progress.symbols_done) * left, 1)
         self._report(progress)
         if self._clock() - self._logged_at >= PROGRESS_LOG_SECONDS:
             self._logged_at = self._clock()
