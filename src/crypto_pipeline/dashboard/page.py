@@ -38,19 +38,22 @@ FIRST_ANSWER_TIMEOUT_SECONDS = 5.0
 # trades shows volume and VWAP in a second row.
 KPIS_PER_ROW = len(views.KPIS)
 OVERVIEW_HEIGHT = 420  # pixels: about a dozen rows, the rest a scroll away
+# One format for a column of prices from BTC's to a coin's worth a millionth of it: eight
+# significant digits (the values are rounded to the decimals their cards show).
+PRICE_FORMAT = "%.8g"
 OVERVIEW_CONFIG = {
     "symbol": st.column_config.TextColumn("Symbol", pinned=True),
-    "last_price": st.column_config.NumberColumn("Last price", format="plain",
+    "last_price": st.column_config.NumberColumn("Last price", format=PRICE_FORMAT,
                                                 help="close of the newest window"),
     "change_pct": st.column_config.NumberColumn("Change %", format="%+.2f%%"),
-    "spread": st.column_config.NumberColumn("Spread", format="plain",
+    "spread": st.column_config.NumberColumn("Spread", format=PRICE_FORMAT,
                                             help="max - min over the window"),
     "spread_pct": st.column_config.NumberColumn("Spread %", format="%.3f%%",
                                                 help="spread as % of the average price"),
     "ticks": st.column_config.NumberColumn("Ticks", format="localized"),
-    "volume": st.column_config.NumberColumn("Volume", format="plain",
+    "volume": st.column_config.NumberColumn("Volume", format=PRICE_FORMAT,
                                             help="traded quantity, where ticks are trades"),
-    "vwap": st.column_config.NumberColumn("VWAP", format="plain"),
+    "vwap": st.column_config.NumberColumn("VWAP", format=PRICE_FORMAT),
     "window_start": st.column_config.DatetimeColumn("Since (UTC)", format="HH:mm",
                                                     help="start of the window"),
 }
