@@ -26,12 +26,13 @@ pairs, some quoted in BTC, FDUSD or EUR, a tenth in BREAK and a few halted.
 In tests: the `fake_binance` fixture. As a process (for end-to-end tests of the scripts),
 `fake_binance_process()` or
 
-    PYTHONPATH=src:tests python -m support.fake_binance --port 8765 [--market 600]
+    PYTHONPATH=src:tests python -m support.fake_binance --port 8765 [--market 600 | --usdt 400]
 
 (it prints its URL) and, from outside, `POST /fake/misbehave?fault=429&times=1&retry_after=3`,
 `POST /fake/price?symbol=BTCUSDT&price=50000`, `POST /fake/list?symbol=NEWUSDT&price=1.5`,
 `POST /fake/delist?symbol=S`, `POST /fake/halt?symbol=S`, `GET /fake/requests`,
-`GET /fake/weight` (weight used this minute, 429s answered).
+`GET /fake/weight` (weight used this minute, 429s answered), `GET /fake/counts` (requests
+by path).
 """
 
 from __future__ import annotations
@@ -131,6 +132,22 @@ def market(count: int, seed: int = 7) -> tuple[dict[str, float], dict[str, str]]
         elif number % 50 == 7:
             statuses[symbol] = "HALT"
     return prices, statuses
+
+
+def usdt_market(trading: int, seed: int = 7) -> tuple[dict[str, float], dict[str, str]]:
+    """`market` grown until exactly `trading` of its USDT pairs are TRADING (about 1.5
+    times as many symbols in all)."""
+    count = trading
+    while True:
+        prices, statuses = market(count, seed)
+        found = sum(1 for s in prices if s.endswith("USDT") and s not in statuses)
+        if found >= trading:
+            break
+        count += trading - found
+    usdt = [s for s in prices if s.endswith("USDT") and s not in statuses]
+    extra = set(usdt[trading:])
+    return ({s: p for s, p in prices.items() if s not in extra},
+            {s: v for s, v in statuses.items() if s not in extra})
 
 
 def exchange_info(listing: dict[str, Listed], params: dict[str, str],
@@ -246,6 +263,7 @@ class FakeBinance:
         self.weight_limit = weight_limit
         self.clock = clock  # whose minutes the request weight is counted in
         self.rate_limited = 0  # requests answered 429 for too much weight
+        self.counts: dict[str, int] = {}  # requests by path, recorded or not
         self.record = record  # False: keep no request (a long benchmark run)
         self.requests: list[RecordedRequest] = []
         self._klines: dict[str, list[Kline]] = {}
@@ -543,9 +561,13 @@ def _handler_for(fake: FakeBinance) -> type[BaseHTTPRequestHandler]:
             if url.path == "/fake/weight":
                 return self._send(200, {}, {"used": fake.used_weight(),
                                             "rate_limited": fake.rate_limited})
-            record = RecordedRequest(url.path, params, time.monotonic())
-            if fake.record:
+            if url.path == "/fake/counts":
                 with fake.lock:
+                    return self._send(200, {}, dict(fake.counts))
+            record = RecordedRequest(url.path, params, time.monotonic())
+            with fake.lock:
+                fake.counts[url.path] = fake.counts.get(url.path, 0) + 1
+                if fake.record:
                     fake.requests.append(record)
             status, headers, payload = fake.answer(url.path, params)
             fault = fake.next_fault() if url.path.startswith("/api/") else None
@@ -637,11 +659,13 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--market", type=int, default=0, metavar="N",
                         help="list N more symbols, as `market(N)` makes them")
+    parser.add_argument("--usdt", type=int, default=0, metavar="N",
+                        help="list a market with exactly N USDT pairs TRADING (`usdt_market`)")
     parser.add_argument("--no-record", action="store_true",
                         help="keep no record of requests (long runs)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    prices, statuses = market(args.market)
+    prices, statuses = usdt_market(args.usdt) if args.usdt else market(args.market)
     serve_until_signalled(FakeBinance(args.host, args.port, prices={**DEFAULT_PRICES, **prices},
                                       statuses=statuses, record=not args.no_record))
     return 0

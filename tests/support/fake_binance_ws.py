@@ -67,6 +67,7 @@ from support.fake_binance import (
     exchange_info,
     market,
     split_symbol,
+    usdt_market,
 )
 from support.stand_ins import serve_until_signalled, stand_in_process
 
@@ -567,11 +568,13 @@ def main() -> int:
                         help="seconds after which a connection is closed")
     parser.add_argument("--market", type=int, default=0, metavar="N",
                         help="list N more symbols, as fake_binance.market(N) makes them")
+    parser.add_argument("--usdt", type=int, default=0, metavar="N",
+                        help="a market with exactly N USDT pairs TRADING")
     parser.add_argument("--no-record", action="store_true",
                         help="count the trades sent instead of keeping each (long runs)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    prices, statuses = market(args.market)
+    prices, statuses = usdt_market(args.usdt) if args.usdt else market(args.market)
     serve_until_signalled(FakeBinanceWs(
         args.host, args.port, trades_per_second=args.trades_per_second,
         ping_interval=args.ping_interval, ping_timeout=args.ping_timeout, lifetime=args.lifetime,
