@@ -7,12 +7,13 @@ import bisect
 import logging
 import math
 import os
+import re
 import statistics
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from crypto_pipeline.core.processes import pid_alive, tree_rss_bytes
+from crypto_pipeline.core.processes import pid_alive, process_tree, tree_rss_bytes
 from crypto_pipeline.core.schema import parse_time
 
 log = logging.getLogger(__name__)
@@ -191,3 +192,67 @@ def tick_latencies(sent: list[tuple[str, int, float]],
         if index < len(entries):
             latencies.append(entries[index][1] - sent_at)
     return latencies
+
+
+# --- the market phases ----------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process tree has used so far."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = open(f"/proc/{member}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def per_second(samples: list[tuple[float, int]]) -> float | None:
+    """Per second, from the first to the last of (time, count) samples."""
+    if len(samples) < 2 or samples[-1][0] <= samples[0][0]:
+        return None
+    return (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0])
+
+
+def burst_drains(samples: list[tuple[float, int]],
+                 bursts: list[tuple[float, int]]) -> list[float | None]:
+    """Per burst (the time it was made, the trades made by then): seconds until the
+    ticks sent (samples of (time, sent)) caught up with it; None if they never did."""
+    drains = []
+    for made_at, made in bursts:
+        caught = next((at for at, sent in samples if at >= made_at and sent >= made), None)
+        drains.append(None if caught is None else round(caught - made_at, 2))
+    return drains
+
+
+_SAMPLE = re.compile(r'^crypto_pipeline_dashboard_(page_run\w*)\{([^}]*)\} (\S+)$')
+
+
+def page_run_times(metrics: str) -> dict[str, dict[str, float]]:
+    """The dashboard's page-run figures from its /metrics text: per part (page, panels),
+    runs, seconds (total) and the last/p50/p95/max of the recent runs."""
+    parts: dict[str, dict[str, float]] = {}
+    for line in metrics.splitlines():
+        match = _SAMPLE.match(line)
+        if not match:
+            continue
+        name, labels, value = match.groups()
+        label = dict(pair.split("=", 1) for pair in labels.split(","))
+        part = parts.setdefault(label["part"].strip('"'), {})
+        if name == "page_runs_total":
+            part["runs"] = float(value)
+        elif name == "page_run_seconds_total":
+            part["seconds"] = float(value)
+        elif name == "page_run_seconds":
+            part[label["stat"].strip('"')] = float(value)
+    return parts
+
+
+def batch_summary(durations_ms: list[int]) -> dict[str, Any]:
+    """Median and longest of micro-batch durations, in seconds."""
+    if not durations_ms:
+        return {"batches": 0, "median_seconds": None, "max_seconds": None}
+    return {"batches": len(durations_ms),
+            "median_seconds": round(statistics.median(durations_ms) / 1000, 2),
+            "max_seconds": round(max(durations_ms) / 1000, 2)}

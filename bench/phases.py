@@ -17,17 +17,22 @@ from typing import Any
 from bench import loadgen
 from bench.measure import (
     PeakMemory,
+    batch_summary,
     batches,
+    burst_drains,
+    cpu_seconds,
     drain_rate,
     keeps_up,
     load_average,
+    page_run_times,
+    per_second,
     percentiles,
     rows_read,
     tick_latencies,
 )
-from bench.plan import SRC, Plan
+from bench.plan import SRC, MarketPlan, Plan
 from bench.stack import Processes, exited, phase_settings
-from crypto_pipeline.core.processes import free_port
+from crypto_pipeline.core.processes import free_port, tree_rss_bytes
 from crypto_pipeline.core.schema import parse_time
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import ProducerStatus, SparkStatus, State
@@ -35,6 +40,7 @@ from crypto_pipeline.core.waiting import wait_until
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from support import browser
 from support.fake_binance import fake_binance_process
+from support.fake_binance_ws import fake_binance_ws_process
 
 log = logging.getLogger(__name__)
 
@@ -441,3 +447,276 @@ def measure_requests_per_poll(base: Settings, bootstrap: str, work: Path,
 def _polled(settings: Settings, polls: int) -> ProducerStatus | None:
     status = ProducerStatus.read(settings.run_dir)
     return status if status is not None and status.polls >= polls else None
+
+
+# --- the market: 2,000 symbols through the producer, the job and the dashboard --------------
+
+def _json_at(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+def _producer(settings: Settings) -> ProducerStatus:
+    return ProducerStatus.read(settings.run_dir) or ProducerStatus()
+
+
+def _spark(settings: Settings) -> SparkStatus:
+    return SparkStatus.read(settings.run_dir) or SparkStatus()
+
+
+def _market_settings(base: Settings, bootstrap: str, work: Path, phase: str,
+                     **overrides: Any) -> Settings:
+    return phase_settings(base, bootstrap, work, phase, symbols=("*USDT",),
+                          http_read_timeout_seconds=30.0).replace(**overrides)
+
+
+def measure_market_rest(base: Settings, bootstrap: str, work: Path,
+                        plan: MarketPlan) -> dict[str, Any]:
+    """The producer polling a market of `plan.symbols` USDT pairs (SYMBOLS=*USDT): ticks
+    per second, requests per poll, its CPU and memory."""
+    with fake_binance_process(0, "--usdt", str(plan.symbols), "--no-record") as (_, url):
+        settings = _market_settings(base, bootstrap, work, "market-rest",
+                                    binance_base_url=url,
+                                    poll_interval_seconds=plan.poll_seconds)
+        ensure_topics(settings)
+        with Processes(work) as processes:
+            producer = processes.start("producer-rest", settings,
+                                       [sys.executable, str(SRC / "api_producer.py")])
+            wait_until(lambda: _producer(settings).ticks_sent >= plan.symbols, 180,
+                       "the first poll's ticks", give_up=exited(producer))
+            began, cpu = time.time(), cpu_seconds(producer.pid)
+            samples, stop = [], threading.Event()
+            while not stop.wait(1.0) and time.time() - began < plan.rest_seconds:
+                status = _producer(settings)
+                samples.append((time.time(), status.ticks_sent))
+            cpu = cpu_seconds(producer.pid) - cpu
+            rss = tree_rss_bytes(producer.pid)
+            status = _producer(settings)
+        counts = _json_at(f"{url}/fake/counts")
+        weight = _json_at(f"{url}/fake/weight")
+    return {"symbols": len(status.symbols), "poll_seconds": plan.poll_seconds,
+            "ticks_per_second": round(per_second(samples) or 0, 1), "polls": status.polls,
+            "ticker_requests": counts.get("/api/v3/ticker/price", 0),
+            "requests_per_poll": round(counts.get("/api/v3/ticker/price", 0) / status.polls, 2),
+            "exchange_info_requests": counts.get("/api/v3/exchangeInfo", 0),
+            "rate_limited": weight["rate_limited"],
+            "producer_cpu_percent": round(100 * cpu / (time.time() - began), 1),
+            "producer_rss_bytes": rss, "load_average": load_average()}
+
+
+def measure_market_ws(base: Settings, bootstrap: str, work: Path,
+                      plan: MarketPlan) -> dict[str, Any]:
+    """The producer streaming the trades of `plan.symbols` USDT pairs from the stand-in at
+    `plan.trades_per_second`, with bursts of `plan.burst_trades` made at once: ingest
+    rates, how long a burst takes to get through, connections, trades lost."""
+    per_symbol = plan.trades_per_second / plan.symbols
+    with fake_binance_ws_process("--usdt", str(plan.symbols), "--trades-per-second",
+                                 f"{per_symbol:g}", "--no-record") as (_, url):
+        rest = url.replace("ws://", "http://", 1)
+        settings = _market_settings(base, bootstrap, work, "market-ws",
+                                    price_source="binance-ws", binance_ws_url=url,
+                                    binance_base_url=rest)
+        ensure_topics(settings)
+        with Processes(work) as processes:
+            producer = processes.start("producer-ws", settings,
+                                       [sys.executable, str(SRC / "api_producer.py")])
+            wait_until(lambda: _producer(settings).ticks_sent >= plan.trades_per_second * 5,
+                       180, "five seconds of trades", give_up=exited(producer))
+            began, cpu = time.time(), cpu_seconds(producer.pid)
+            samples, served, bursts = [], [], []
+            burst_every = plan.ws_seconds / (plan.bursts + 1)
+            stop = threading.Event()
+            while not stop.wait(0.5) and time.time() - began < plan.ws_seconds:
+                samples.append((time.time(), _producer(settings).ticks_sent))
+                served.append((time.time(), _json_at(f"{rest}/fake/stats")["sent"]))
+                if len(bursts) < plan.bursts and time.time() - began >= burst_every * (
+                        len(bursts) + 1):
+                    urllib.request.urlopen(f"{rest}/fake/burst?trades={plan.burst_trades}",
+                                           timeout=120).close()
+                    bursts.append((time.time(), _json_at(f"{rest}/fake/stats")["sent"]))
+            # What was sent so far must arrive: wait for the producer to catch up.
+            target = _json_at(f"{rest}/fake/stats")
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: _producer(settings).ticks_sent >= _json_at(
+                    f"{rest}/fake/stats")["sent"], 120, "the producer to catch up")
+            samples.append((time.time(), _producer(settings).ticks_sent))
+            cpu = cpu_seconds(producer.pid) - cpu
+            rss = tree_rss_bytes(producer.pid)
+            status = _producer(settings)
+            stats = _json_at(f"{rest}/fake/stats")
+    steady = [s for s in samples if not bursts or s[0] < bursts[0][0]]
+    peaks = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(samples, samples[1:])
+             if b[0] > a[0]]
+    return {"symbols": len(status.symbols), "connections": target["connections"],
+            "offered_per_second": plan.trades_per_second, "burst_trades": plan.burst_trades,
+            "steady_ticks_per_second": round(per_second(steady) or 0),
+            "peak_ticks_per_second": round(max(peaks, default=0)),
+            "burst_drain_seconds": burst_drains(samples, bursts),
+            "trades_served": stats["sent"], "ticks_sent": status.ticks_sent,
+            "trades_lost": max(0, stats["sent"] - status.ticks_sent),
+            "ticks_dropped": status.ticks_dropped, "bad_entries": status.bad_entries,
+            "producer_cpu_percent": round(100 * cpu / (time.time() - began), 1),
+            "producer_rss_bytes": rss, "load_average": load_average()}
+
+
+def _page_runs(settings: Settings) -> dict[str, dict[str, float]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{settings.dashboard_metrics_port}/metrics",
+                                timeout=30) as response:
+        return page_run_times(response.read().decode())
+
+
+def _first_render(settings: Settings, chromium, url: str, symbols: int,
+                  timeout: float) -> dict[str, Any]:
+    """A new visitor: the server time of its page run, and the browser's time until the
+    overview lists every symbol."""
+    before = _page_runs(settings).get("page", {}).get("runs", 0)
+    page = chromium.new_page(viewport={"width": 1400, "height": 1400})
+    opened = time.monotonic()
+    page.goto(url)
+    wanted = f"{symbols:,} of {symbols:,} symbols"
+    page.locator(".st-key-overview-count").filter(has_text=wanted).wait_for(
+        timeout=timeout * 1000)
+    shown = time.monotonic() - opened
+    runs = wait_until(lambda: (r := _page_runs(settings)).get("page", {}).get("runs", 0)
+                      > before and r, 60, "the page run in the metrics")
+    return {"page": page, "server_seconds": round(runs["page"]["last"], 3),
+            "overview_shown_seconds": round(shown, 2)}
+
+
+def _watch_refreshes(settings: Settings, seconds: float) -> dict[str, Any]:
+    """The live panels' server time while a page stays open: mean over the runs in
+    `seconds`, p95 and max of the recent ones."""
+    before = _page_runs(settings)["panels"]
+    threading.Event().wait(seconds)
+    after = _page_runs(settings)["panels"]
+    runs = after["runs"] - before["runs"]
+    return {"runs": int(runs),
+            "mean_seconds": round((after["seconds"] - before["seconds"]) / runs, 3)
+            if runs else None,
+            "p95_seconds": round(after["p95"], 3), "max_seconds": round(after["max"], 3)}
+
+
+def _windows_held(page) -> int | None:
+    text = page.locator(".st-key-windows [data-testid='stMetricValue']").inner_text()
+    return int(text.replace(",", "")) if text.replace(",", "").isdigit() else None
+
+
+def _caught_up(page, windows: int) -> bool:
+    held = _windows_held(page)
+    return held is not None and held >= windows
+
+
+def measure_market_stack(base: Settings, bootstrap: str, work: Path, plan: MarketPlan,
+                         memory: PeakMemory) -> dict[str, Any]:
+    """Producer (REST every 5 s), job with the backfill of `plan.backfill_hours` and
+    dashboard over the market: the backfill paced (no 429) while live batches go on;
+    the page's first render and refreshes in server time, its memory holding every
+    window, after a restart from the history store too."""
+    with fake_binance_process(0, "--usdt", str(plan.symbols), "--no-record") as (_, url):
+        settings = _market_settings(
+            base, bootstrap, work, "market-stack", binance_base_url=url,
+            poll_interval_seconds=plan.poll_seconds, backfill_enabled=True,
+            backfill_hours=plan.backfill_hours, dashboard_port=free_port(),
+            dashboard_metrics_port=free_port(),
+            dashboard_refresh_seconds=plan.page_refresh_seconds,
+            dashboard_history_hours=plan.backfill_hours + 1)
+        ensure_topics(settings)
+        dashboard_command = [sys.executable, "-m", "streamlit", "run",
+                             str(SRC / "dashboard.py"), "--server.port",
+                             str(settings.dashboard_port), "--server.address", "127.0.0.1",
+                             "--server.headless", "true"]
+        dashboard_url = f"http://127.0.0.1:{settings.dashboard_port}"
+        with Processes(work) as processes:
+            job = processes.start("spark-market", settings,
+                                  [sys.executable, str(SRC / "streaming_app.py")])
+            producer = processes.start("producer-market", settings,
+                                       [sys.executable, str(SRC / "api_producer.py")])
+            for name, process in (("spark job", job), ("producer", producer)):
+                memory.watch(name, process.pid)
+            backfill = _watch_backfill(settings, url, plan, job)
+            steady = _watch_batches(settings, 60.0)
+            dashboard = processes.start("dashboard-market", settings, dashboard_command)
+            memory.watch("dashboard", dashboard.pid)
+            wait_until(lambda: _answers(f"{dashboard_url}/_stcore/health"), 90,
+                       "the dashboard", give_up=exited(dashboard))
+            windows = backfill["windows_written"]
+            page_figures = _watch_page(settings, dashboard_url, plan, windows, dashboard)
+            dashboard.terminate()
+            dashboard.wait(60)
+            restarted = processes.start("dashboard-market-restarted", settings,
+                                        dashboard_command)
+            memory.watch("dashboard", restarted.pid)
+            wait_until(lambda: _answers(f"{dashboard_url}/_stcore/health"), 90,
+                       "the restarted dashboard", give_up=exited(restarted))
+            restart_figures = _watch_page(settings, dashboard_url, plan, windows, restarted,
+                                          refreshes=False)
+    return {"symbols": plan.symbols, "backfill": backfill, "batches_after_backfill": steady,
+            "dashboard": page_figures, "dashboard_restarted": restart_figures,
+            "load_average": load_average()}
+
+
+def _watch_backfill(settings: Settings, url: str, plan: MarketPlan, job) -> dict[str, Any]:
+    """Until the job's backfill ends: its progress, and the live batches beside it."""
+    wait_until(lambda: _spark(settings).backfill is not None, 600, "the backfill to start",
+               give_up=exited(job))
+    durations, emitted, stop = {}, [], threading.Event()
+    began = time.time()
+    while not stop.wait(2.0):
+        status = _spark(settings)
+        if status.batch_id is not None and status.batch_duration_ms is not None:
+            durations[status.batch_id] = status.batch_duration_ms
+        emitted.append((time.time(), status.emitted_rows))
+        progress = status.backfill
+        if progress.state not in ("starting", "running"):
+            break
+        if time.time() - began > plan.stack_timeout or job.poll() is not None:
+            raise TimeoutError(f"the backfill did not end: {progress.summary()}")
+    weight = _json_at(f"{url}/fake/weight")
+    counts = _json_at(f"{url}/fake/counts")
+    seconds = time.time() - (progress.started_at or began)
+    return {"state": progress.state, "symbols": progress.symbols_done,
+            "requests": progress.requests, "klines_requests": counts.get("/api/v3/klines", 0),
+            "weight": 2 * counts.get("/api/v3/klines", 0), "rate_limited": weight["rate_limited"],
+            "windows_written": progress.windows_written, "seconds": round(seconds),
+            "live_batches_meanwhile": batch_summary(list(durations.values())),
+            "live_aggregates_meanwhile": emitted[-1][1] - emitted[0][1] if emitted else 0,
+            "last_error": progress.last_error}
+
+
+def _watch_batches(settings: Settings, seconds: float) -> dict[str, Any]:
+    durations, stop = {}, threading.Event()
+    began = time.time()
+    while not stop.wait(1.0) and time.time() - began < seconds:
+        status = _spark(settings)
+        if status.batch_id is not None and status.batch_duration_ms is not None:
+            durations[status.batch_id] = status.batch_duration_ms
+    status = _spark(settings)
+    return batch_summary(list(durations.values())) | {"state_rows": status.state_rows,
+                                                       "input_rows_per_second":
+                                                       status.input_rows_per_second}
+
+
+def _watch_page(settings: Settings, url: str, plan: MarketPlan, windows: int, dashboard,
+                refreshes: bool = True) -> dict[str, Any]:
+    """The first visitor (the feed starts, loads and catches up), its memory once it holds
+    every window, then a second visitor's first render and the refreshes."""
+    with browser.chromium() as chromium:
+        started = time.monotonic()
+        cold = _first_render(settings, chromium, url, plan.symbols, plan.stack_timeout)
+        page = cold.pop("page")
+        wait_until(lambda: _caught_up(page, windows), plan.stack_timeout,
+                   "the dashboard to hold every window", give_up=exited(dashboard),
+                   interval=2.0)
+        figures = {"first_visitor": cold,
+                   "all_windows_held_seconds": round(time.monotonic() - started, 1),
+                   "windows_held": _windows_held(page),
+                   "rss_bytes": tree_rss_bytes(dashboard.pid)}
+        page.close()
+        if refreshes:
+            warm = _first_render(settings, chromium, url, plan.symbols, 120)
+            page = warm.pop("page")
+            figures["next_visitor"] = warm
+            figures["refresh"] = _watch_refreshes(settings, plan.refresh_seconds)
+            figures["rss_bytes_after_refreshes"] = tree_rss_bytes(dashboard.pid)
+            page.close()
+    return figures

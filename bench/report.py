@@ -83,10 +83,90 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def market_table(results: dict[str, Any]) -> str:
+    """The market phases' figures against their targets, as a Markdown table."""
+    market = results["market"]
+    rest, ws, stack = market["rest"], market["ws"], market["stack"]
+    backfill, page = stack["backfill"], stack["dashboard"]
+    restarted, memory = stack["dashboard_restarted"], market["memory_bytes"]
+    refresh = page["refresh"]
+
+    def met(ok: bool) -> str:
+        return "yes" if ok else "**no**"
+
+    def gb(value: int) -> str:
+        return f"{value / GB:.2f} GB"
+
+    first, second = page["first_visitor"], page["next_visitor"]
+    hours = results["plan"]["market"]["backfill_hours"]
+    meanwhile = backfill["live_batches_meanwhile"]
+    after = stack["batches_after_backfill"]
+    drains = ", ".join(f"{d:g} s" if d is not None else "never" for d in
+                       ws["burst_drain_seconds"])
+    components = ", ".join(f"{name} {rss / GB:.2f}" for name, rss in memory.items()
+                           if name != "total")
+    rows = [
+        (f"Producer, REST: {rest['symbols']:,} symbols (SYMBOLS=*USDT) every "
+         f"{rest['poll_seconds']:g} s", "one request per poll",
+         f"{rest['ticks_per_second']:,} ticks/s, {rest['requests_per_poll']} requests per "
+         f"poll, {rest['rate_limited']} × 429, CPU {rest['producer_cpu_percent']} %, RSS "
+         f"{gb(rest['producer_rss_bytes'])}", met(rest["requests_per_poll"] == 1.0),
+         rest["load_average"]),
+        (f"Producer, trade streams: {ws['symbols']:,} symbols at "
+         f"{ws['offered_per_second']:,.0f} trades/s, bursts of {ws['burst_trades']:,}",
+         "every trade, once", f"{ws['steady_ticks_per_second']:,} ticks/s steady, peak "
+         f"{ws['peak_ticks_per_second']:,}/s, bursts through in {drains}, "
+         f"{ws['connections']} connections, {ws['trades_lost']:,} lost of "
+         f"{ws['trades_served']:,}, CPU {ws['producer_cpu_percent']} %",
+         met(ws["trades_lost"] == 0), ws["load_average"]),
+        (f"Backfill: {backfill['symbols']:,} symbols × {hours:g} h, "
+         f"{backfill['klines_requests']:,} requests (weight {backfill['weight']:,}) while live "
+         f"batches go on", "no 429", f"{backfill['seconds']:,} s, "
+         f"{backfill['rate_limited']} × 429, {backfill['windows_written']:,} windows; live "
+         f"meanwhile: {meanwhile['batches']} batches, median {meanwhile['median_seconds']} s",
+         met(backfill["rate_limited"] == 0 and backfill["state"] == "finished"),
+         stack["load_average"]),
+        (f"Job at {stack['symbols']:,} symbols, 400 ticks/s, after the backfill", "—",
+         f"median batch {after['median_seconds']} s (max {after['max_seconds']}), "
+         f"{after['state_rows']:,} state rows", "—", stack["load_average"]),
+        ("Dashboard: first render, server time (new visitor / first visitor of a cold "
+         "server)", "≤ 5 s", f"{second['server_seconds']} s / {first['server_seconds']} s",
+         met(second["server_seconds"] <= 5), stack["load_average"]),
+        ("Dashboard: each live refresh, server time (mean / p95 / max)", "≤ 1 s",
+         f"{refresh['mean_seconds']} / {refresh['p95_seconds']} / {refresh['max_seconds']} s "
+         f"(n={refresh['runs']})", met(refresh["p95_seconds"] <= 1), stack["load_average"]),
+        (f"Dashboard RSS holding {page['windows_held']:,} windows "
+         f"({stack['symbols']:,} symbols × 24 h)", "bounded",
+         f"{gb(page['rss_bytes_after_refreshes'])}; after a restart (the day read back "
+         f"from the history store in {restarted['all_windows_held_seconds']} s) "
+         f"{gb(restarted['rss_bytes'])}", "—", stack["load_average"]),
+        ("Peak RSS, whole stack (GB)", "—", f"{memory['total'] / GB:.2f} ({components})",
+         "—", stack["load_average"]),
+    ]
+    lines = ["| figure | target | measured | met | load avg |", "|---|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
+    return "\n".join(lines)
+
+
+def readme_with_market_table(readme: str, results: dict[str, Any], results_path: str) -> str:
+    """The README with the table between its bench-market markers replaced."""
+    machine = results["machine"]
+    section = (f"Last run: {results['started_at'][:16].replace('T', ' ')} UTC on "
+               f"{machine['cpus']} cores, load average {machine['load_average_at_start']} "
+               f"at the start (the machine may be shared); all figures in "
+               f"`{results_path}`.\n\n{market_table(results)}\n")
+    pattern = re.compile(r"(<!-- bench-market:begin -->\n).*?(<!-- bench-market:end -->)",
+                         re.S)
+    if not pattern.search(readme):
+        raise ValueError("the README lacks the bench-market markers")
+    return pattern.sub(lambda match: match.group(1) + section + match.group(2), readme)
+
+
 def save(results: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.fromisoformat(results["started_at"]).strftime("%Y%m%d-%H%M%S")
-    path = RESULTS_DIR / f"bench-{stamp}.json"
+    kind = "bench" if "ceilings" in results else "bench-market"
+    path = RESULTS_DIR / f"{kind}-{stamp}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     return path
 

@@ -16,6 +16,14 @@ embedded broker, with the production settings (Settings.load()) unless a phase s
    separate processes), synthetic ticks at 1,000/s, no browser;
 5. tick -> page latency: the same with the dashboard, read in headless Chromium;
 6. producer requests per poll, against the Binance stand-in, for 2 and 200 symbols.
+7. the market (`--only market` runs these alone, on a broker of their own): 2,000 USDT
+   pairs (SYMBOLS=*USDT) against the stand-ins: the producer polling them every 5 s
+   (400 ticks/s); the producer streaming their trades at 5,000/s with bursts of 50,000
+   made at once; then producer, job and dashboard together: the job's backfill of 24 h
+   of all of them (4,000 klines requests, weight 8,000: paced, no 429) while live
+   batches go on, and the dashboard holding every window: its first render and each
+   refresh in server time (the page's own measure of each script run, at its /metrics),
+   its memory, again after a restart that reads the day back from the history store.
 Each phase records the load average, as the machine may be shared.
 """
 from __future__ import annotations
@@ -37,6 +45,9 @@ from bench.phases import (
     measure_aggregate_latency,
     measure_ceiling,
     measure_drain,
+    measure_market_rest,
+    measure_market_stack,
+    measure_market_ws,
     measure_page_latency,
     measure_requests_per_poll,
     measure_sustained,
@@ -52,22 +63,64 @@ log = logging.getLogger(__name__)
 
 # --- the run --------------------------------------------------------------------------------
 
-def run(plan: Plan) -> dict[str, Any]:
+PARTS = ("all", "market")
+
+
+def _started(plan: Plan, base: Settings) -> dict[str, Any]:
+    return {"started_at": datetime.now(timezone.utc).isoformat(), "plan": asdict(plan),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "platform": platform.platform(),
+                        "load_average_at_start": load_average()},
+            "settings": {"shuffle_partitions": base.shuffle_partitions,
+                         "topic_partitions": base.topic_partitions,
+                         "max_offsets_per_trigger": base.max_offsets_per_trigger,
+                         "trigger_interval": str(base.trigger_interval),
+                         "spark_master": base.spark_master, "kafka_heap": base.kafka_heap}}
+
+
+def run(plan: Plan, only: str = "all") -> dict[str, Any]:
+    """Every phase (`only="all"`), or the market phases alone."""
+    if only == "market":
+        base = Settings.load()
+        results = _started(plan, base)
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            work = Path(tmp)
+            kafka = EmbeddedKafka(work / "kafka", work, port=free_port(consecutive=2),
+                                  heap=base.kafka_heap)
+            with kafka, PeakMemory() as memory:
+                memory.watch("kafka", kafka.nodes[0].process.pid)
+                results["market"] = run_market(base, kafka.bootstrap_servers, work, plan,
+                                               memory)
+        results["finished_at"] = datetime.now(timezone.utc).isoformat()
+        return results
+    return run_all(plan)
+
+
+def run_market(base: Settings, bootstrap: str, work: Path, plan: Plan,
+               memory: PeakMemory) -> dict[str, Any]:
+    market = plan.market
+    log.info("market 1/3: the producer polling %d symbols every %g s", market.symbols,
+             market.poll_seconds)
+    results = {"rest": measure_market_rest(base, bootstrap, work, market)}
+    log.info("market 2/3: the producer streaming %d symbols' trades at %g/s, bursts of %d",
+             market.symbols, market.trades_per_second, market.burst_trades)
+    results["ws"] = measure_market_ws(base, bootstrap, work, market)
+    log.info("market 3/3: producer, job (backfill of %g h) and dashboard over %d symbols",
+             market.backfill_hours, market.symbols)
+    memory.pids.clear()
+    memory.reset()
+    results["stack"] = measure_market_stack(base, bootstrap, work, market, memory)
+    results["memory_bytes"] = dict(memory.peaks) | {"total": memory.peak_total}
+    return results
+
+
+def run_all(plan: Plan) -> dict[str, Any]:
     from crypto_pipeline.streaming.session import build_session
 
     base = Settings.load()
     if plan.max_offsets_per_trigger is not None:
         base = base.replace(max_offsets_per_trigger=plan.max_offsets_per_trigger)
-    started = datetime.now(timezone.utc)
-    results: dict[str, Any] = {
-        "started_at": started.isoformat(), "plan": asdict(plan),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "load_average_at_start": load_average()},
-        "settings": {"shuffle_partitions": base.shuffle_partitions,
-                     "topic_partitions": base.topic_partitions,
-                     "max_offsets_per_trigger": base.max_offsets_per_trigger,
-                     "trigger_interval": str(base.trigger_interval),
-                     "spark_master": base.spark_master, "kafka_heap": base.kafka_heap}}
+    results = _started(plan, base)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         kafka = EmbeddedKafka(work / "kafka", work, port=free_port(consecutive=2),
@@ -78,14 +131,14 @@ def run(plan: Plan) -> dict[str, Any]:
             spark = build_session(phase_settings(base, bootstrap, work, "session"), "benchmark",
                                   **{"spark.sql.streaming.numRecentProgressUpdates": "1000"})
             try:
-                log.info("phase 1/6: Spark's ceilings (rate source -> noop)")
+                log.info("phase 1/7: Spark's ceilings (rate source -> noop)")
                 results["ceilings"] = {which: measure_ceiling(
                     spark, phase_settings(base, bootstrap, work, f"ceiling-{which}"), plan,
                     which) for which in ("seed", "job")}
-                log.info("phase 2/6: catch-up (the job drains a backlog)")
+                log.info("phase 2/7: catch-up (the job drains a backlog)")
                 results["drain"] = measure_drain(
                     spark, phase_settings(base, bootstrap, work, "drain"), plan)
-                log.info("phase 3/6: live, the rate searched upward")
+                log.info("phase 3/7: live, the rate searched upward")
                 memory.watch("this process (Spark job, load generator)", os.getpid())
                 results["live"] = measure_sustained(spark, base, bootstrap, work, plan, memory)
                 results["sustained"] = sustained(results["live"], results["ceilings"])
@@ -94,12 +147,14 @@ def run(plan: Plan) -> dict[str, Any]:
             memory.pids.clear()
             memory.reset()
             memory.watch("kafka", kafka.nodes[0].process.pid)
-            log.info("phase 4/6: tick -> aggregate latency (no browser)")
+            log.info("phase 4/7: tick -> aggregate latency (no browser)")
             results["latency"] = measure_aggregate_latency(base, bootstrap, work, plan, memory)
-            log.info("phase 5/6: tick -> page latency (dashboard in Chromium)")
+            log.info("phase 5/7: tick -> page latency (dashboard in Chromium)")
             results["page_latency"] = measure_page_latency(base, bootstrap, work, plan, memory)
             results["stack_memory_bytes"] = dict(memory.peaks) | {"total": memory.peak_total}
-            log.info("phase 6/6: producer requests per poll")
+            log.info("phase 6/7: producer requests per poll")
             results["producer_requests"] = measure_requests_per_poll(base, bootstrap, work)
+            log.info("phase 7/7: the market")
+            results["market"] = run_market(base, bootstrap, work, plan, memory)
     results["finished_at"] = datetime.now(timezone.utc).isoformat()
     return results

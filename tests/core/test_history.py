@@ -105,6 +105,24 @@ def test_newest_windows_and_pruning(history):
         ("BTCUSDT", START + 4 * MINUTE)}
 
 
+def test_windows_in_bulk_are_numbers_symbol_by_symbol(history):
+    history.upsert([aggregate("ETHUSDT", START, 10.0, volume=2.5),
+                    aggregate("BTCUSDT", START + MINUTE, 100.0, open_price=None),
+                    aggregate("BTCUSDT", START, 99.0)])
+    assert history.newest_window_starts(ended_by=START + 5 * MINUTE) == {
+        "BTCUSDT": START, "ETHUSDT": START}
+    chunks = list(history.iter_arrays(since=START, rows_per_chunk=2))
+    assert [symbols for symbols, _ in chunks] == [["BTCUSDT", "BTCUSDT"], ["ETHUSDT"]]
+    fields = [f.name for f in AGGREGATES.fields[1:]]
+    btc = chunks[0][1]
+    assert btc[:, fields.index("window_start")].tolist() == [
+        START.timestamp(), (START + MINUTE).timestamp()]
+    assert btc[1, fields.index("open_price")] != btc[1, fields.index("open_price")]  # NaN
+    last = btc[0, fields.index("last_event_time")]
+    assert round(last * 1e6) == round((START + 4 * MINUTE).timestamp() * 1e6) + 123
+    assert chunks[1][1][0, fields.index("volume")] == 2.5
+
+
 def test_recent_returns_look_back_from_each_moment(history):
     history.upsert([aggregate("BTCUSDT", START + k * MINUTE, 100.0, pct_change=float(k))
                     for k in range(10)] + [aggregate("ETHUSDT", START, 1.0, pct_change=-9.0)])

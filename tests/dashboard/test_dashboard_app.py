@@ -4,15 +4,18 @@ from the environment, the shared feed reading a real broker, the page drawn from
 import time
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 
 from crypto_pipeline.core.history import open_history
+from crypto_pipeline.core.schema import AGGREGATE_FIELDS
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from support.dashboard_support import (
     aggregate,
     kpi,
     metric_value,
     offline_settings,
+    overview,
     produce,
     produce_aggregates,
     shows,
@@ -37,8 +40,10 @@ def test_cards_show_the_latest_window_of_each_symbol(dashboard, settings):
     produce(settings, settings.dlq_topic, [(None, b"bad tick"), (None, b"worse tick")])
     at = dashboard(settings)
 
-    wait_for(lambda: shows(at, lambda at: metric_value(at, "kpi-SOLUSDT-avg_price") == "145.25"),
-             30, "the cards of all three symbols")
+    wait_for(lambda: shows(at, lambda at: "SOLUSDT" in overview(at)["symbol"].tolist()),
+             30, "all three symbols in the overview")
+    # The cards: the symbols SYMBOLS names (BTCUSDT, ETHUSDT), not every one with data.
+    assert metric_value(at, "kpi-SOLUSDT-avg_price") is None
     assert kpi(at, "BTCUSDT", "avg_price") == ("97,432.15", "+432.15")
     assert kpi(at, "BTCUSDT", "spread") == ("99.75", "-100.25")
     assert kpi(at, "BTCUSDT", "min_price") == ("97,400.50", "+500.50")
@@ -54,8 +59,9 @@ def test_cards_show_the_latest_window_of_each_symbol(dashboard, settings):
     assert any("Skipped 1 malformed" in text for text in texts(at.warning))
     assert not at.error
 
-    at.multiselect(key="symbols").select("ETHUSDT").run()
+    at.multiselect(key="symbols").set_value(["ETHUSDT", "SOLUSDT"]).run()
     assert [m.label for m in at.get_by_key("card-ETHUSDT").metric][0] == "Average price"
+    assert kpi(at, "SOLUSDT", "avg_price") == ("145.25", "")
     with pytest.raises(KeyError):
         at.get_by_key("card-BTCUSDT")
 
@@ -74,6 +80,35 @@ def test_a_card_shows_volume_and_vwap_when_its_ticks_are_trades(dashboard, setti
     assert kpi(at, "BTCUSDT", "vwap") == ("97,430.25", "+428.75")
     assert [m.label for m in at.get_by_key("card-ETHUSDT").metric] == [
         "Average price", "Spread", "Min price", "Max price", "Ticks"]
+    assert not at.error and not at.exception
+
+
+def test_records_with_only_the_contracts_fields_are_shown(dashboard, settings):
+    """Another writer may leave out every field the contract does not require: the page
+    shows their KPIs (no candle, no move), and their freshness from the window's end."""
+    required = {f.name for f in AGGREGATE_FIELDS if f.required}
+    assert required == {"symbol", "window_start", "window_end", "avg_price", "min_price",
+                        "max_price", "count", "spread"}
+    minimal = [{k: v for k, v in record.items() if k in required} for record in (
+        aggregate("XRPUSDT", NOW - 6 * MINUTE, 2.1, count=4),
+        aggregate("XRPUSDT", NOW - 5 * MINUTE, 2.1234, low=2.12, high=2.13, count=5))]
+    settings = settings.replace(symbols=("XRPUSDT",))
+    ensure_topics(settings)
+    produce_aggregates(settings, minimal)
+    at = dashboard(settings)
+
+    wait_for(lambda: shows(at, lambda at: metric_value(at, "kpi-XRPUSDT-avg_price")
+                           == "2.1234"), 30, "the card of the minimal records")
+    assert kpi(at, "XRPUSDT", "count") == ("5", "+1")
+    assert kpi(at, "XRPUSDT", "spread") == ("0.0100", "+0.0058")
+    assert "no open and close in this window" in at.get_by_key("card-XRPUSDT").markdown[0].value
+    # The overview's window covers the last 5 minutes up to the newest: the one that began
+    # a minute before it (its window overlaps the newest's start).
+    row = overview(at).set_index("symbol").loc["XRPUSDT"]
+    assert row["ticks"] == 4 and row["spread"] == pytest.approx(2.1 * 0.002)
+    assert pd.isna(row["change_pct"]) and pd.isna(row["last_price"])
+    assert metric_value(at, "malformed") == "0"
+    assert metric_value(at, "freshness").endswith("s old")  # from window_end
     assert not at.error and not at.exception
 
 

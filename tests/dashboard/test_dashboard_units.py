@@ -4,6 +4,8 @@ import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
@@ -14,7 +16,7 @@ from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import ProducerStatus, SparkStatus
 from crypto_pipeline.dashboard import charts, views
 from crypto_pipeline.dashboard.feed import FeedHealth, parse_checked_aggregate
-from crypto_pipeline.dashboard.store import AggregateStore
+from crypto_pipeline.dashboard.store import BYTES_PER_WINDOW, COLUMNS, AggregateStore, to_row
 from support.dashboard_support import aggregate, message
 
 T0 = datetime(2025, 1, 15, 14, 30, tzinfo=timezone.utc)
@@ -47,7 +49,7 @@ def test_the_latest_arrival_for_a_window_wins_and_duplicates_count_once():
     assert [r["avg_price"] for r in store.snapshot().windows["BTCUSDT"]] == [99.5]
     store.put(first)
     store.put(first)
-    assert len(store) == 1 and store.snapshot().windows["BTCUSDT"][0] is first
+    assert len(store) == 1 and store.snapshot().windows["BTCUSDT"][0] == first
 
 
 def test_a_snapshot_does_not_change_when_the_store_does():
@@ -328,3 +330,75 @@ def test_a_well_formed_aggregate_parses():
 def test_a_malformed_aggregate_is_a_value_error(value, reason):
     with pytest.raises(ValueError, match=reason):
         parse_checked_aggregate(value)
+
+
+# --- the market overview -------------------------------------------------------------------
+
+def moved(symbol, start, opened, closed, count=10):
+    """A window that moved from `opened` to `closed`."""
+    record = aggregate(symbol, start, (opened + closed) / 2, low=min(opened, closed),
+                       high=max(opened, closed), count=count)
+    return {**record, "open_price": opened, "close_price": closed,
+            "pct_change": 100 * (closed - opened) / opened}
+
+
+def test_the_overview_prices_each_symbol_at_its_newest_close_and_its_move_over_5_minutes():
+    # Windows of 5 minutes every minute: the newest starts at T0+4, the one that covers
+    # the last 5 minutes up to it began at T0 (it overlaps the newest's start).
+    windows = [moved("BTCUSDT", T0 + i * MINUTE, 100.0 + i, 101.0 + i, count=10 + i)
+               for i in range(5)]
+    snapshot = store_of(*windows, moved("ETHUSDT", T0, 10.0, 9.5),
+                        {**aggregate("XRPUSDT", T0, 2.0), "open_price": None,
+                         "close_price": None, "pct_change": None}).snapshot()
+    frame = views.market_frame(snapshot).set_index("symbol")
+    btc = frame.loc["BTCUSDT"]
+    assert btc["last_price"] == 105.0  # close of the newest window
+    assert btc["change_pct"] == pytest.approx(1.0)  # the covering window: 100 -> 101
+    assert btc["ticks"] == 10 and btc["window_start"] == T0
+    assert btc["spread"] == 1.0 and btc["spread_pct"] == pytest.approx(100 / 100.5)
+    assert frame.loc["ETHUSDT", "change_pct"] == pytest.approx(-5.0)
+    assert pd.isna(frame.loc["XRPUSDT", "change_pct"])  # no open and close: no move
+
+
+def market(*moves):
+    return views.market_frame(store_of(*(moved(s, T0, 100.0, 100.0 * (1 + pct / 100))
+                                         for s, pct in moves)).snapshot())
+
+
+def test_search_sort_and_the_movers_named_in_words():
+    frame = market(("BTCUSDT", 1.5), ("ETHUSDT", -2.0), ("JUMPUSDT", 8.0), ("ETHBTC", 0.0),
+                   ("SOLUSDT", -0.5))
+    assert list(views.search(frame, "eth")["symbol"]) == ["ETHUSDT", "ETHBTC"]
+    assert list(views.search(frame, "*BTC")["symbol"]) == ["ETHBTC"]
+    assert len(views.search(frame, " ")) == 5
+    order = lambda name: list(views.sort_market(frame, name)["symbol"])  # noqa: E731
+    assert order(views.DEFAULT_SORT) == ["JUMPUSDT", "BTCUSDT", "ETHBTC", "SOLUSDT",
+                                         "ETHUSDT"]
+    assert order("Largest move either way")[:2] == ["JUMPUSDT", "ETHUSDT"]
+    assert order("Symbol")[0] == "BTCUSDT"
+    gainers, losers = views.movers(frame, 2)
+    assert [m.text for m in gainers] == ["JUMPUSDT +8.00%", "BTCUSDT +1.50%"]
+    assert [m.text for m in losers] == ["ETHUSDT -2.00%", "SOLUSDT -0.50%"]
+    assert views.mover_symbols(frame, 1) == ("JUMPUSDT", "ETHUSDT")
+
+
+def test_prices_in_the_overview_keep_the_decimals_the_cards_show():
+    frame = views.market_frame(store_of(
+        moved("BTCUSDT", T0, 97432.151234, 97432.151234),
+        moved("PEPEUSDT", T0, 0.0000123456789, 0.0000123456789)).snapshot())
+    assert list(frame.sort_values("symbol")["last_price"]) == [97432.15, 0.00001235]
+
+
+def test_bulk_windows_from_the_history_land_as_single_ones_do():
+    records = [aggregate("BTCUSDT", T0 + i * MINUTE, 100.0 + i) for i in range(3)] + [
+        aggregate("ETHUSDT", T0, 5.0)]
+    one_by_one = store_of(*records).snapshot()
+    bulk = AggregateStore()
+    rows = np.array([to_row(record) for record in records])
+    assert bulk.put_arrays([r["symbol"] for r in records], rows) == 4
+    assert {s: list(w) for s, w in bulk.snapshot().windows.items()} == \
+        {s: list(w) for s, w in one_by_one.windows.items()}
+
+
+def test_a_window_held_takes_120_bytes():
+    assert len(COLUMNS) * 8 == BYTES_PER_WINDOW == 120

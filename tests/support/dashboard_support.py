@@ -67,6 +67,11 @@ def kpi(at, symbol, name):
     return metric.value, metric.delta
 
 
+def overview(at):
+    """The market overview's table as the page hands it to the grid (a DataFrame)."""
+    return at.get_by_key("overview").dataframe[0].value
+
+
 def metric_value(at, key):
     """The value of the metric in the keyed container, None while it is not drawn."""
     try:

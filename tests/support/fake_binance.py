@@ -6,21 +6,33 @@ X-MBX-USED-WEIGHT-1M counting request weight per minute, Retry-After), so the pr
 real HTTP client is tested against it.
 
     GET /api/v3/ticker/price   symbol=S | symbols=["A","B"] | nothing (every symbol)
+    GET /api/v3/exchangeInfo   nothing | symbol | symbols | symbolStatus (TRADING, HALT,
+                               BREAK; not with symbol/symbols) | showPermissionSets=false
     GET /api/v3/klines         symbol, interval=1m, startTime, endTime, limit <= 1000
     GET /api/v3/ping, /api/v3/time
 
-Prices start from `prices` and by default move a little on every request; klines come
-from the real files in tests/data/binance/ or, for other symbols, are flat candles at the
-symbol's current price. `misbehave(fault, times)` spoils the next `times` answers; every
-request is recorded with its monotonic arrival time.
+Every symbol of `prices` is listed (exchangeInfo: status, base and quote asset,
+permissionSets) as TRADING unless said otherwise; `list_symbol`, `delist` (BREAK) and
+`halt` (HALT) change the listing while it runs. Prices start from `prices` and by default
+move a little on every request (a symbol not TRADING keeps its last price, and ticker/price
+still answers for it, as Binance does); klines come from the real files in
+tests/data/binance/ or, for other symbols, are flat candles at the symbol's current price.
+Request weight is counted per clock minute (X-MBX-USED-WEIGHT-1M); past `weight_limit`
+(6,000) a request is answered 429 with Retry-After, until the minute ends.
+`misbehave(fault, times)` spoils the next `times` answers; every request is recorded with
+its monotonic arrival time. `market(count)` makes a listing like Binance's: mostly USDT
+pairs, some quoted in BTC, FDUSD or EUR, a tenth in BREAK and a few halted.
 
 In tests: the `fake_binance` fixture. As a process (for end-to-end tests of the scripts),
 `fake_binance_process()` or
 
-    PYTHONPATH=src:tests python -m support.fake_binance --port 8765   # prints its URL
+    PYTHONPATH=src:tests python -m support.fake_binance --port 8765 [--market 600 | --usdt 400]
 
-and, from outside, `POST /fake/misbehave?fault=429&times=1&retry_after=3`,
-`POST /fake/price?symbol=BTCUSDT&price=50000`, `GET /fake/requests`.
+(it prints its URL) and, from outside, `POST /fake/misbehave?fault=429&times=1&retry_after=3`,
+`POST /fake/price?symbol=BTCUSDT&price=50000`, `POST /fake/list?symbol=NEWUSDT&price=1.5`,
+`POST /fake/delist?symbol=S`, `POST /fake/halt?symbol=S`, `GET /fake/requests`,
+`GET /fake/weight` (weight used this minute, 429s answered), `GET /fake/counts` (requests
+by path).
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from crypto_pipeline.binance.klines import Kline, read_klines
@@ -48,9 +60,15 @@ log = logging.getLogger("fake_binance")
 
 DEFAULT_PRICES = {"BTCUSDT": 97432.15, "ETHUSDT": 3312.4, "BNBUSDT": 655.1, "SOLUSDT": 187.25}
 JSON_TYPE = "application/json;charset=UTF-8"
-WEIGHTS = {"/api/v3/ping": 1, "/api/v3/time": 1, "/api/v3/klines": 2}
+WEIGHTS = {"/api/v3/ping": 1, "/api/v3/time": 1, "/api/v3/klines": 2,
+           "/api/v3/exchangeInfo": 20}
 SYMBOLS_RULE = r'^\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\]$'
 MINUTE_MS = 60_000
+WEIGHT_LIMIT = 6000
+STATUSES = ("TRADING", "HALT", "BREAK")
+# Quote assets, longest first: BTCFDUSD is quoted in FDUSD, not in USD.
+QUOTES = ("FDUSD", "USDT", "USDC", "BTC", "ETH", "BNB", "EUR", "TRY")
+SPOT_PERMISSIONS = [["SPOT", "MARGIN", "TRD_GRP_004", "TRD_GRP_005", "TRD_GRP_006"]]
 
 RATE_LIMITED = ("Too much request weight used; current limit is 6000 request weight per 1 "
                 "MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.")
@@ -77,6 +95,115 @@ ERRORS = {
 SERVER_ERROR_CODES = {500: -1000, 503: -1008, 504: -1007}
 FAULTS = ("429", "418", "5xx", "slow", "truncated", "cut", "html", "451", "bad-price",
           "weight")
+
+
+def split_symbol(symbol: str) -> tuple[str, str]:
+    """(base asset, quote asset) of a symbol named as Binance names them."""
+    for quote in QUOTES:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return symbol[:-len(quote)], quote
+    return symbol[:-3], symbol[-3:]
+
+
+@dataclass
+class Listed:
+    """A symbol as exchangeInfo lists it."""
+
+    status: str = "TRADING"
+    base: str = ""
+    quote: str = ""
+
+
+def market(count: int, seed: int = 7) -> tuple[dict[str, float], dict[str, str]]:
+    """A listing like Binance's spot market of `count` symbols: (price by symbol, status of
+    those not TRADING). About 70 % are quoted in USDT, 15 % in BTC, the rest in FDUSD or
+    EUR; every tenth is in BREAK (delisted or paused) and every fiftieth halted. Names are
+    M0001USDT, M0002BTC, ...: capital letters and digits, as Binance's."""
+    rng = random.Random(seed)
+    quotes = ["USDT"] * 14 + ["BTC"] * 3 + ["FDUSD", "EUR"]
+    prices, statuses = {}, {}
+    for number in range(1, count + 1):
+        quote = quotes[number % len(quotes)]
+        symbol = f"M{number:04d}{quote}"
+        scale = 1e-5 if quote == "BTC" else 10.0 ** rng.randint(-3, 4)
+        prices[symbol] = round(scale * rng.uniform(1, 9.99), 8)
+        if number % 10 == 0:
+            statuses[symbol] = "BREAK"
+        elif number % 50 == 7:
+            statuses[symbol] = "HALT"
+    return prices, statuses
+
+
+def usdt_market(trading: int, seed: int = 7) -> tuple[dict[str, float], dict[str, str]]:
+    """`market` grown until exactly `trading` of its USDT pairs are TRADING (about 1.5
+    times as many symbols in all)."""
+    count = trading
+    while True:
+        prices, statuses = market(count, seed)
+        found = sum(1 for s in prices if s.endswith("USDT") and s not in statuses)
+        if found >= trading:
+            break
+        count += trading - found
+    usdt = [s for s in prices if s.endswith("USDT") and s not in statuses]
+    extra = set(usdt[trading:])
+    return ({s: p for s, p in prices.items() if s not in extra},
+            {s: v for s, v in statuses.items() if s not in extra})
+
+
+def exchange_info(listing: dict[str, Listed], params: dict[str, str],
+                  weight_limit: int = WEIGHT_LIMIT) -> dict[str, Any]:
+    """Binance's exchangeInfo answer for `params`; ApiError as Binance answers a bad one."""
+    status = params.get("symbolStatus")
+    if status is not None and ("symbol" in params or "symbols" in params):
+        raise ApiError(400, -1128)
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, -1130, name="symbolStatus")
+    if "symbol" in params and "symbols" in params:
+        raise ApiError(400, -1128)
+    if "symbol" in params:
+        chosen = [params["symbol"]]
+    elif "symbols" in params:
+        if not re.match(SYMBOLS_RULE, params["symbols"]):
+            raise ApiError(400, -1100, name="symbols", rule=SYMBOLS_RULE)
+        chosen = json.loads(params["symbols"])
+    else:
+        chosen = [s for s, listed in listing.items() if status is None or listed.status == status]
+    if any(symbol not in listing for symbol in chosen):
+        raise ApiError(400, -1121)
+    permissions = params.get("showPermissionSets", "true").lower() != "false"
+    return {"timezone": "UTC", "serverTime": int(time.time() * 1000),
+            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
+                            "intervalNum": 1, "limit": weight_limit},
+                           {"rateLimitType": "ORDERS", "interval": "SECOND",
+                            "intervalNum": 10, "limit": 100},
+                           {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE",
+                            "intervalNum": 5, "limit": 61000}],
+            "exchangeFilters": [],
+            "symbols": [_symbol_entry(symbol, listing[symbol], permissions)
+                        for symbol in chosen]}
+
+
+def _symbol_entry(symbol: str, listed: Listed, permissions: bool) -> dict[str, Any]:
+    trading = listed.status == "TRADING"
+    return {"symbol": symbol, "status": listed.status, "baseAsset": listed.base,
+            "baseAssetPrecision": 8, "quoteAsset": listed.quote, "quotePrecision": 8,
+            "quoteAssetPrecision": 8, "baseCommissionPrecision": 8,
+            "quoteCommissionPrecision": 8,
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT",
+                           "TAKE_PROFIT_LIMIT"],
+            "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
+            "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True,
+            "cancelReplaceAllowed": True, "isSpotTradingAllowed": trading,
+            "isMarginTradingAllowed": False,
+            "filters": [{"filterType": "PRICE_FILTER", "minPrice": "0.00000001",
+                         "maxPrice": "1000000.00000000", "tickSize": "0.00000001"},
+                        {"filterType": "LOT_SIZE", "minQty": "0.00001000",
+                         "maxQty": "9000.00000000", "stepSize": "0.00001000"}],
+            "permissions": [],
+            "permissionSets": SPOT_PERMISSIONS if permissions else [],
+            "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+            "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER",
+                                                "EXPIRE_BOTH"]}
 
 
 class ApiError(Exception):
@@ -125,9 +252,19 @@ class _Fault:
 
 class FakeBinance:
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
-                 prices: dict[str, float] | None = None, drift: bool = True, seed: int = 7):
+                 prices: dict[str, float] | None = None, drift: bool = True, seed: int = 7,
+                 statuses: dict[str, str] | None = None, weight_limit: int = WEIGHT_LIMIT,
+                 record: bool = True, clock: Callable[[], float] = time.time):
         self.prices = dict(DEFAULT_PRICES if prices is None else prices)
+        self.listing = {symbol: Listed(*(((statuses or {}).get(symbol, "TRADING"),)
+                                         + split_symbol(symbol)))
+                        for symbol in self.prices}
         self.drift = drift
+        self.weight_limit = weight_limit
+        self.clock = clock  # whose minutes the request weight is counted in
+        self.rate_limited = 0  # requests answered 429 for too much weight
+        self.counts: dict[str, int] = {}  # requests by path, recorded or not
+        self.record = record  # False: keep no request (a long benchmark run)
         self.requests: list[RecordedRequest] = []
         self._klines: dict[str, list[Kline]] = {}
         self._faults: list[_Fault] = []
@@ -166,6 +303,37 @@ class FakeBinance:
     def set_price(self, symbol: str, price: float) -> None:
         with self.lock:
             self.prices[symbol] = price
+            self.listing.setdefault(symbol, Listed("TRADING", *split_symbol(symbol)))
+
+    def list_symbol(self, symbol: str, price: float, status: str = "TRADING") -> None:
+        """List a symbol (a new listing, or one back from BREAK/HALT)."""
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        with self.lock:
+            self.prices[symbol] = price
+            self.listing[symbol] = Listed(status, *split_symbol(symbol))
+
+    def set_status(self, symbol: str, status: str) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        with self.lock:
+            self.listing[symbol].status = status
+
+    def delist(self, symbol: str) -> None:
+        """Binance keeps a delisted symbol in exchangeInfo, in BREAK."""
+        self.set_status(symbol, "BREAK")
+
+    def halt(self, symbol: str) -> None:
+        self.set_status(symbol, "HALT")
+
+    def trading(self) -> list[str]:
+        with self.lock:
+            return [s for s, listed in self.listing.items() if listed.status == "TRADING"]
+
+    def used_weight(self) -> int:
+        """Request weight counted in the current minute."""
+        with self.lock:
+            return self._weights.get(int(self.clock() // 60), 0)
 
     def set_klines(self, symbol: str, klines: list[Kline]) -> None:
         with self.lock:
@@ -202,7 +370,7 @@ class FakeBinance:
             return fault
 
     def _used_weight(self, weight: int) -> int:
-        minute = int(time.time() // 60)
+        minute = int(self.clock() // 60)
         with self.lock:
             self._weights = {minute: self._weights.get(minute, 0) + weight}
             return self._weights[minute]
@@ -216,14 +384,28 @@ class FakeBinance:
             weight = WEIGHTS[path]
             handler = {"/api/v3/ping": lambda p: {},
                        "/api/v3/time": lambda p: {"serverTime": int(time.time() * 1000)},
-                       "/api/v3/klines": self._klines_answer}[path]
+                       "/api/v3/klines": self._klines_answer,
+                       "/api/v3/exchangeInfo": self._exchange_info}[path]
         else:
             return 404, {}, None
-        headers = {"X-MBX-USED-WEIGHT-1M": str(self._used_weight(weight))}
+        used = self._used_weight(weight)
+        headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
+        if used > self.weight_limit:
+            # Binance counts the refused request too, and says when the minute ends.
+            with self.lock:
+                self.rate_limited += 1
+            retry_after = max(1, math.ceil(60 - self.clock() % 60))
+            return 429, {**headers, "Retry-After": str(retry_after)}, {
+                "code": -1003, "msg": RATE_LIMITED}
         try:
             return 200, headers, handler(params)
         except ApiError as err:
             return err.status, headers, err.body
+
+    def _exchange_info(self, params: dict[str, str]) -> Any:
+        with self.lock:
+            listing = {s: Listed(x.status, x.base, x.quote) for s, x in self.listing.items()}
+        return exchange_info(listing, params, self.weight_limit)
 
     def _known(self, symbol: str) -> None:
         if symbol not in self.prices and symbol not in self._klines \
@@ -236,7 +418,8 @@ class FakeBinance:
         with self.lock:
             if self.drift:
                 for symbol, price in self.prices.items():
-                    self.prices[symbol] = price * (1 + self._rng.gauss(0, 0.0002))
+                    if self.listing[symbol].status == "TRADING":
+                        self.prices[symbol] = price * (1 + self._rng.gauss(0, 0.0002))
             prices = dict(self.prices)
         if "symbol" in params:
             if not params["symbol"]:
@@ -375,9 +558,17 @@ def _handler_for(fake: FakeBinance) -> type[BaseHTTPRequestHandler]:
                     recorded = [{**asdict(r), "body": r.body.decode(errors="replace")}
                                 for r in fake.requests]
                 return self._send(200, {}, recorded)
+            if url.path == "/fake/weight":
+                return self._send(200, {}, {"used": fake.used_weight(),
+                                            "rate_limited": fake.rate_limited})
+            if url.path == "/fake/counts":
+                with fake.lock:
+                    return self._send(200, {}, dict(fake.counts))
             record = RecordedRequest(url.path, params, time.monotonic())
             with fake.lock:
-                fake.requests.append(record)
+                fake.counts[url.path] = fake.counts.get(url.path, 0) + 1
+                if fake.record:
+                    fake.requests.append(record)
             status, headers, payload = fake.answer(url.path, params)
             fault = fake.next_fault() if url.path.startswith("/api/") else None
             record.fault = fault.kind if fault else None
@@ -407,6 +598,13 @@ def _handler_for(fake: FakeBinance) -> type[BaseHTTPRequestHandler]:
                     fake.misbehave(params["fault"], int(params.get("times", 1)), **options)
                 elif url.path == "/fake/price":
                     fake.set_price(params["symbol"], float(params["price"]))
+                elif url.path == "/fake/list":
+                    fake.list_symbol(params["symbol"], float(params["price"]),
+                                     params.get("status", "TRADING"))
+                elif url.path == "/fake/delist":
+                    fake.delist(params["symbol"])
+                elif url.path == "/fake/halt":
+                    fake.halt(params["symbol"])
                 else:
                     return self._send(404, {}, None)
             except (KeyError, ValueError) as err:
@@ -448,19 +646,28 @@ def _number_or_text(value: str) -> Any:
             return value
 
 
-def fake_binance_process(port: int = 0):
+def fake_binance_process(port: int = 0, *options: str):
     """The stand-in as a process of its own (for tests of the start scripts): a context
-    manager giving (process, URL). Faults go through /fake/misbehave."""
-    return stand_in_process(__name__, "--port", str(port))
+    manager giving (process, URL). Faults go through /fake/misbehave; `options` are its
+    command-line options (--market 2000 ...)."""
+    return stand_in_process(__name__, "--port", str(port), *options)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="0 = any free port")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--market", type=int, default=0, metavar="N",
+                        help="list N more symbols, as `market(N)` makes them")
+    parser.add_argument("--usdt", type=int, default=0, metavar="N",
+                        help="list a market with exactly N USDT pairs TRADING (`usdt_market`)")
+    parser.add_argument("--no-record", action="store_true",
+                        help="keep no record of requests (long runs)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    serve_until_signalled(FakeBinance(args.host, args.port))
+    prices, statuses = usdt_market(args.usdt) if args.usdt else market(args.market)
+    serve_until_signalled(FakeBinance(args.host, args.port, prices={**DEFAULT_PRICES, **prices},
+                                      statuses=statuses, record=not args.no_record))
     return 0
 
 

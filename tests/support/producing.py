@@ -14,7 +14,7 @@ from typing import Iterator
 
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.settings import Settings
-from crypto_pipeline.producer.app import ProducerApp, build_source
+from crypto_pipeline.producer.app import ProducerApp, build_source, symbol_set_for
 from crypto_pipeline.producer.sink import KafkaTickSink
 from support.helpers import producer_status, read_topic
 
@@ -26,7 +26,7 @@ def running(settings: Settings, progress_seconds: float = 60.0,
     stop = threading.Event()
     source = source or build_source(settings)
     app = ProducerApp(settings, source, KafkaTickSink(settings, origin=source.origin),
-                      progress_seconds=progress_seconds)
+                      symbols=symbol_set_for(settings, source), progress_seconds=progress_seconds)
     outcome: dict = {}
 
     def run() -> None:

@@ -4,8 +4,12 @@ REST client rules: its timeouts, error classification, Retry-After and request w
 A range is fetched by startTime in pages of up to 1,000 klines (weight 2 each). A 429 or
 418 is waited out as Retry-After asks, unless that is longer than `MAX_RETRY_AFTER_SECONDS`;
 a server error, timeout or broken body is retried with backoff a few times; anything else
-(Binance unreachable, a restricted location, a rejected request) raises at once. Once 80 %
-of the minute's request weight is used, the next page waits for the next minute.
+(Binance unreachable, a restricted location, a rejected request) raises at once.
+
+Pages are paced by the request weight Binance reports (X-MBX-USED-WEIGHT-1M, which counts
+every client of this IP): a page that would take the minute past 80 % of the limit waits
+for the next minute, so a backfill of thousands of symbols never meets a 429 and leaves
+room for the producer's polls.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterator
 
 from crypto_pipeline.binance.klines import Kline, kline_from_row
-from crypto_pipeline.binance.rest import BinanceError, BinanceRestClient, weight_pause_seconds
+from crypto_pipeline.binance.rest import BinanceError, BinanceRestClient, WeightPacer
 from crypto_pipeline.core.backoff import backoff_seconds
 
 log = logging.getLogger(__name__)
 
 KLINES_PATH = "/api/v3/klines"
+KLINES_WEIGHT = 2
 INTERVAL = "1m"
 PAGE_LIMIT = 1000
 MINUTE = timedelta(minutes=1)
@@ -37,7 +42,32 @@ def _ms(moment: datetime) -> int:
 
 
 class KlinesClient(BinanceRestClient):
-    """The producer's client with the klines endpoint."""
+    """The producer's client with the klines endpoint, paced by request weight."""
+
+    def __init__(self, base_url: str, connect_timeout: float, read_timeout: float, *,
+                 clock: Callable[[], float] = time.time):
+        super().__init__(base_url, connect_timeout, read_timeout)
+        self.pacer = WeightPacer(self.weight_limit, clock=clock)
+        self.requests = 0
+
+    def trading_symbols(self):
+        symbols = super().trading_symbols()
+        self.pacer.limit = self.weight_limit  # as exchangeInfo states it
+        return symbols
+
+    def _get(self, path: str, params: dict[str, str]):
+        self.requests += 1
+        try:
+            return super()._get(path, params)
+        finally:
+            self.pacer.observe(self.last_used_weight)
+
+    def _pace(self, wait: Callable[[float], None]) -> None:
+        """Wait until a page fits in this minute's weight budget."""
+        while pause := self.pacer.reserve(KLINES_WEIGHT):
+            log.info("klines: %s of %d request weight used this minute; waiting %.0f s",
+                     self.pacer.used, self.weight_limit, pause)
+            wait(pause)
 
     def klines_page(self, symbol: str, start: datetime, end: datetime) -> list[Kline]:
         """Up to PAGE_LIMIT one-minute klines opening in [start, end), oldest first."""
@@ -63,16 +93,12 @@ class KlinesClient(BinanceRestClient):
             if not page:
                 return
             start = page[-1].open_time + MINUTE
-            pause = weight_pause_seconds(self.last_used_weight, self.weight_limit, time.time())
-            if pause and start < end:
-                log.info("klines: %d of %d request weight used this minute; waiting %.0f s",
-                         self.last_used_weight, self.weight_limit, pause)
-                wait(pause)
 
     def _page_with_retries(self, symbol: str, start: datetime, end: datetime,
                            wait: Callable[[float], None]) -> list[Kline]:
         attempt = 1
         while True:
+            self._pace(wait)
             try:
                 return self.klines_page(symbol, start, end)
             except BinanceError as err:

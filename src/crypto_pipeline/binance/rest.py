@@ -1,9 +1,11 @@
 """Binance's REST market-data API as the producer uses it.
 
 One request fetches the prices of every symbol (`GET /api/v3/ticker/price?symbols=[...]`,
-weight 4 whatever the count). Binance's answers become ticks or a `BinanceError` whose
-`kind` says what went wrong; its rules for waiting (Retry-After, backoff, request weight
-per minute) are plain functions, so they are testable without a server.
+weight 4 whatever the count, or without a parameter every symbol Binance lists, also
+weight 4). `GET /api/v3/exchangeInfo?symbolStatus=TRADING` (weight 20) says which symbols
+trade. Binance's answers become ticks or a `BinanceError` whose `kind` says what went
+wrong; its rules for waiting (Retry-After, backoff, request weight per minute) are plain
+functions and a `WeightPacer`, so they are testable without a server.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlparse
 
 import requests
@@ -26,6 +29,8 @@ from crypto_pipeline.core.schema import Tick
 log = logging.getLogger(__name__)
 
 TICKER_PRICE_PATH = "/api/v3/ticker/price"
+EXCHANGE_INFO_PATH = "/api/v3/exchangeInfo"
+TRADING = "TRADING"
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 ALTERNATIVE_BASE_URLS = ("https://data-api.binance.vision", "https://api.binance.us")
 # Request weight per minute and IP; Binance.US allows less than binance.com.
@@ -90,6 +95,50 @@ def weight_limit(base_url: str) -> int:
     return WEIGHT_LIMITS.get(urlparse(base_url).hostname or "", DEFAULT_WEIGHT_LIMIT)
 
 
+class WeightPacer:
+    """Holds requests back so the request weight this IP uses per minute stays below
+    `share` of the limit: Binance counts it per clock minute and says in every answer how
+    much is used (X-MBX-USED-WEIGHT-1M, every client of this IP included). Thread-safe:
+    fetchers running side by side share one."""
+
+    def __init__(self, limit: int, share: float = WEIGHT_SLOWDOWN_SHARE,
+                 clock: Callable[[], float] = time.time):
+        self.limit = limit  # exchangeInfo's REQUEST_WEIGHT per minute, when it was asked
+        self.share = share
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._minute: int | None = None
+        self._used = 0  # in `_minute`: the last header, plus what was sent since
+
+    @property
+    def used(self) -> int | None:
+        """The weight used this minute as far as known, None before any answer."""
+        with self._lock:
+            return self._used if self._minute == int(self._clock() // 60) else None
+
+    def observe(self, used_weight: int | None) -> None:
+        """The header of an answer just received."""
+        if used_weight is None:
+            return
+        with self._lock:
+            minute = int(self._clock() // 60)
+            if minute != self._minute or used_weight > self._used:
+                self._minute, self._used = minute, used_weight
+
+    def reserve(self, weight: int) -> float:
+        """Seconds to wait before sending a request of `weight` (0: send now, and it is
+        counted)."""
+        with self._lock:
+            now = self._clock()
+            minute = int(now // 60)
+            if minute != self._minute:
+                self._minute, self._used = minute, 0
+            if self._used + weight > self.share * self.limit:
+                return 60.0 - now % 60.0
+            self._used += weight
+            return 0.0
+
+
 def weight_pause_seconds(used_weight: int | None, limit: int, now_epoch: float) -> float:
     """How long to hold back the next request: until the minute's weight resets once
     `WEIGHT_SLOWDOWN_SHARE` of it is used, else not at all."""
@@ -145,19 +194,26 @@ def _price(value: Any) -> float:
     return price
 
 
-def parse_prices(body: bytes, content_type: str, symbols: Sequence[str],
-                 received_at: datetime) -> PriceBatch:
-    """Ticks from a ticker/price answer. A body that is not a JSON array raises
-    `BinanceError("malformed-body")`; a bad entry is skipped and described."""
+def _json_body(body: bytes, content_type: str) -> Any:
+    """The JSON of an answer; BinanceError("malformed-body") when it is none."""
     if "json" not in content_type.lower():
         _, text = _error_body(body)
         raise BinanceError("malformed-body", f"Binance answered {content_type or 'no type'}"
                            f" instead of JSON ({len(body)} bytes: {text})")
     try:
-        entries = json.loads(body)
+        return json.loads(body)
     except ValueError as err:
         raise BinanceError("malformed-body", f"Binance sent a broken JSON body "
                            f"({len(body)} bytes: {err})") from None
+
+
+def parse_prices(body: bytes, content_type: str, symbols: Sequence[str],
+                 received_at: datetime, *, every: bool = False) -> PriceBatch:
+    """Ticks from a ticker/price answer. A body that is not a JSON array raises
+    `BinanceError("malformed-body")`; a bad entry is skipped and described. `every`: the
+    answer lists every symbol Binance has (no parameter), and those not wanted are no
+    fault."""
+    entries = _json_body(body, content_type)
     if not isinstance(entries, list):
         raise BinanceError("malformed-body", f"Binance sent a {type(entries).__name__} "
                            f"where a list of prices belongs")
@@ -166,7 +222,8 @@ def parse_prices(body: bytes, content_type: str, symbols: Sequence[str],
     for entry in entries:
         symbol = entry.get("symbol") if isinstance(entry, dict) else None
         if symbol not in wanted:
-            batch.bad_entries.append(f"unexpected entry {json.dumps(entry)[:80]}")
+            if not (every and isinstance(symbol, str)):
+                batch.bad_entries.append(f"unexpected entry {json.dumps(entry)[:80]}")
             continue
         try:
             batch.ticks.append(Tick(symbol, _price(entry.get("price")), received_at, "binance"))
@@ -175,6 +232,37 @@ def parse_prices(body: bytes, content_type: str, symbols: Sequence[str],
         wanted.discard(symbol)
     batch.missing = [s for s in symbols if s in wanted]
     return batch
+
+
+@dataclass(frozen=True)
+class SymbolInfo:
+    """One symbol as exchangeInfo lists it."""
+
+    symbol: str
+    status: str  # TRADING, HALT or BREAK
+    base_asset: str
+    quote_asset: str
+
+
+def parse_exchange_info(body: bytes, content_type: str) -> tuple[list[SymbolInfo], int | None]:
+    """The symbols of an exchangeInfo answer, and the request weight it allows a minute
+    (its REQUEST_WEIGHT rate limit; None when it names none); BinanceError
+    ("malformed-body") when it is not one."""
+    answer = _json_body(body, content_type)
+    listed = answer.get("symbols") if isinstance(answer, dict) else None
+    if not isinstance(listed, list):
+        raise BinanceError("malformed-body", "Binance sent exchange information without "
+                           "a list of symbols")
+    try:
+        symbols = [SymbolInfo(entry["symbol"], entry["status"], entry.get("baseAsset", ""),
+                              entry.get("quoteAsset", "")) for entry in listed]
+    except (KeyError, TypeError) as err:
+        raise BinanceError("malformed-body", f"Binance sent a symbol without "
+                           f"{one_line(err)} in its exchange information") from None
+    limits = [rule.get("limit") for rule in answer.get("rateLimits") or ()
+              if isinstance(rule, dict) and rule.get("rateLimitType") == "REQUEST_WEIGHT"
+              and rule.get("interval") == "MINUTE" and rule.get("intervalNum") == 1]
+    return symbols, limits[0] if limits and isinstance(limits[0], int) else None
 
 
 def _cause(err: BaseException) -> str:
@@ -228,10 +316,13 @@ class BinanceRestClient:
             raise error_for(response.status_code, response.headers, response.content)
         return response
 
-    def ticker_prices(self, symbols: Sequence[str]) -> PriceBatch:
-        """The last price of every symbol, in one request."""
+    def ticker_prices(self, symbols: Sequence[str], *, every: bool = False) -> PriceBatch:
+        """The last price of every symbol, in one request: naming them, or (`every`)
+        asking for all Binance has and keeping these (the same weight, and no URL that
+        grows with the count)."""
         try:
-            response = self._get(TICKER_PRICE_PATH, {"symbols": symbols_param(symbols)})
+            response = self._get(TICKER_PRICE_PATH,
+                                 {} if every else {"symbols": symbols_param(symbols)})
         except BinanceError as err:
             if err.code == BAD_SYMBOL_CODE:
                 raise UnknownSymbolError(self.unknown_symbols(symbols) or symbols,
@@ -239,7 +330,19 @@ class BinanceRestClient:
             raise
         received_at = datetime.now(timezone.utc)
         return parse_prices(response.content, response.headers.get("Content-Type", ""),
-                            symbols, received_at)
+                            symbols, received_at, every=every)
+
+    def trading_symbols(self) -> list[SymbolInfo]:
+        """Every symbol Binance lists as TRADING (exchangeInfo filtered by the server,
+        and here again in case a server ignores the filter). The request weight allowed
+        a minute that it states becomes `weight_limit`."""
+        response = self._get(EXCHANGE_INFO_PATH, {"symbolStatus": TRADING,
+                                                  "showPermissionSets": "false"})
+        symbols, limit = parse_exchange_info(response.content,
+                                             response.headers.get("Content-Type", ""))
+        if limit:
+            self.weight_limit = limit
+        return [info for info in symbols if info.status == TRADING]
 
     def unknown_symbols(self, symbols: Sequence[str]) -> list[str]:
         """The symbols Binance does not know, asked one by one (the batch answer does not

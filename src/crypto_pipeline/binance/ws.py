@@ -5,20 +5,28 @@ the `<symbol>@trade` streams of up to 1,024 symbols; more symbols take more conn
 Every message is one trade wrapped as {"stream": ..., "data": {...}} and becomes a tick
 (`parse_trade`), or a `BadMessage` that says why it is not one.
 
-`CombinedStream` keeps one such URL connected from a thread of its own: after a drop it
+`CombinedStream` keeps one such connection up from a thread of its own: after a drop it
 reconnects with backoff, and before Binance's 24-hour limit ends a connection it opens
 the replacement and reads both for a while, so no trade falls between them. The trades
 both deliver are told apart by trade id, by the source. The websockets library answers
 the server's pings and sends its own, so a dead connection is noticed too.
+
+Its symbols can change while it runs (`update`): Binance's SUBSCRIBE and UNSUBSCRIBE
+messages change what an open connection carries, so the streams that stay are never
+interrupted, and every later connection (a reconnect, the rollover) asks for the current
+set in its URL. All streams of a source share one `ConnectionAttempts`: Binance allows
+300 connection attempts per 5 minutes per IP.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Container, Sequence
@@ -43,6 +51,11 @@ RECONNECT_BACKOFF = {"base": 0.5, "cap": 60.0}
 CLOSE_TIMEOUT_SECONDS = 2.0
 RESTRICTED_LOCATION = 451
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Binance: at most this many connection attempts per IP in any such span.
+CONNECTION_ATTEMPTS, CONNECTION_ATTEMPTS_SECONDS = 300, 300.0
+# A URL longer than this is shown in logs by its first streams and a count.
+SHOWN_URL_CHARS = 200
+SHOWN_STREAMS = 3
 
 
 class BadMessage(ValueError):
@@ -53,13 +66,91 @@ def stream_name(symbol: str) -> str:
     return f"{symbol.lower()}@trade"
 
 
+def combined_stream_url(base_url: str, symbols: Sequence[str]) -> str:
+    return f"{base_url.rstrip('/')}/stream?streams=" + "/".join(map(stream_name, symbols))
+
+
+def groups(symbols: Sequence[str], per_connection: int) -> list[list[str]]:
+    return [list(symbols[i:i + per_connection])
+            for i in range(0, len(symbols), per_connection)]
+
+
 def combined_stream_urls(base_url: str, symbols: Sequence[str],
                          per_connection: int = MAX_STREAMS_PER_CONNECTION) -> list[str]:
     """The combined-stream URLs that carry the trades of `symbols`, at most
     `per_connection` streams each."""
-    groups = [symbols[i:i + per_connection] for i in range(0, len(symbols), per_connection)]
-    return [f"{base_url.rstrip('/')}/stream?streams=" + "/".join(map(stream_name, group))
-            for group in groups]
+    return [combined_stream_url(base_url, group) for group in groups(symbols, per_connection)]
+
+
+def shown_url(url: str) -> str:
+    """A URL fit for a log line: one of a thousand streams is 15 kB long."""
+    if len(url) <= SHOWN_URL_CHARS:
+        return url
+    base, _, streams = url.partition("?streams=")
+    names = streams.split("/")
+    return (f"{base}?streams={'/'.join(names[:SHOWN_STREAMS])}/... "
+            f"({len(names)} streams)")
+
+
+def control_message(method: str, symbols: Sequence[str], request_id: int) -> str:
+    """Binance's SUBSCRIBE / UNSUBSCRIBE of trade streams on an open connection."""
+    return json.dumps({"method": method, "params": [stream_name(s) for s in symbols],
+                       "id": request_id}, separators=(",", ":"))
+
+
+def control_answer(message: str | bytes, pending: Container[int]) -> dict[str, Any] | None:
+    """The answer to a SUBSCRIBE / UNSUBSCRIBE this client sent (`{"result":null,"id":3}`,
+    or `{"code":..,"msg":..,"id":3}`), or None for anything else (a trade goes on)."""
+    if message[:10] in ('{"stream":', b'{"stream":'):
+        return None
+    try:
+        answer = json.loads(message)
+    except ValueError:
+        return None
+    if isinstance(answer, dict) and answer.get("id") in pending and "stream" not in answer:
+        return answer
+    return None
+
+
+class ConnectionAttempts:
+    """At most `limit` connection attempts in any `period` seconds, for every stream of
+    a source together (Binance counts them per IP); thread-safe."""
+
+    def __init__(self, limit: int = CONNECTION_ATTEMPTS,
+                 period: float = CONNECTION_ATTEMPTS_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.period = period
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._times: deque[float] = deque()
+        self.waits = 0  # attempts that had to wait for the limit
+
+    def _wait_seconds(self) -> float:
+        """Caller holds the lock: 0 (and the attempt is counted), or how long to wait."""
+        now = self._clock()
+        while self._times and self._times[0] <= now - self.period:
+            self._times.popleft()
+        if len(self._times) < self.limit:
+            self._times.append(now)
+            return 0.0
+        return self._times[0] + self.period - now
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Block until an attempt is allowed (True) or `stop` is set (False)."""
+        waited = False
+        while not stop.is_set():
+            with self._lock:
+                wait = self._wait_seconds()
+            if not wait:
+                return True
+            if not waited:
+                waited = True
+                self.waits += 1
+                log.info("%d connection attempts in %.0f s: the next waits %.1f s (Binance's "
+                         "limit)", self.limit, self.period, wait)
+            stop.wait(wait)
+        return False
 
 
 def _preview(message: str | bytes) -> str:
@@ -129,14 +220,16 @@ class StreamEvent:
     detail: str = ""
     retry_in: float | None = None
     status: int | None = None  # the HTTP status that refused the handshake
+    name: str = ""  # the CombinedStream's: its URL changes with its symbols
 
 
-@dataclass
+@dataclass(eq=False)
 class _Link:
     """One open connection and the thread that reads it."""
 
     ws: ClientConnection
     opened_at: float
+    symbols: set[str]  # what it carries: its URL's, then as subscribed
     ended: threading.Event = field(default_factory=threading.Event)
     received: bool = False
     reason: str = ""
@@ -144,16 +237,19 @@ class _Link:
 
 
 class CombinedStream:
-    """One combined-stream URL kept connected in a thread: every message it brings and
-    every StreamEvent goes to `emit`, from this object's threads."""
+    """The trade streams of some symbols kept connected in a thread: every message it
+    brings and every StreamEvent goes to `emit`, from this object's threads."""
 
-    def __init__(self, url: str, emit: Callable[[Any], None], *, open_timeout: float,
+    def __init__(self, base_url: str, symbols: Sequence[str], emit: Callable[[Any], None], *,
+                 open_timeout: float, attempts: ConnectionAttempts | None = None,
                  lifetime: float = CONNECTION_LIFETIME_SECONDS,
                  renew_before: float = RENEW_BEFORE_SECONDS, overlap: float = OVERLAP_SECONDS,
                  clock: Callable[[], float] = time.monotonic, name: str = "binance-ws"):
         if not 0 < overlap < renew_before < lifetime:
             raise ValueError("expected 0 < overlap < renew_before < lifetime")
-        self.url = url
+        self.base_url = base_url
+        self._symbols = list(symbols)
+        self.attempts = attempts or ConnectionAttempts()
         self.open_timeout = open_timeout
         self.lifetime = lifetime
         self.renew_before = renew_before
@@ -165,6 +261,50 @@ class CombinedStream:
         # Set whenever there is something to look at: a connection ended, or stop().
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._lock = threading.Lock()  # the symbols, the open links, the requests sent
+        self._links: list[_Link] = []
+        self._request_ids = itertools.count(1)
+        self._pending: set[int] = set()
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(self._symbols)
+
+    @property
+    def url(self) -> str:
+        """The URL a new connection opens: the current symbols."""
+        return combined_stream_url(self.base_url, self.symbols)
+
+    def update(self, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
+        """Carry these symbols from now on: open connections subscribe and unsubscribe
+        (the other streams go on undisturbed), later ones ask for them in their URL."""
+        gone = set(remove)
+        with self._lock:
+            kept = [s for s in self._symbols if s not in gone]
+            self._symbols = kept + [s for s in dict.fromkeys(add) if s not in kept]
+            links = list(self._links)
+        for link in links:
+            self._reconcile(link)
+
+    def _reconcile(self, link: _Link) -> None:
+        """Bring what an open connection carries to the current symbols."""
+        with self._lock:
+            wanted = set(self._symbols)
+            messages = []
+            for method, symbols in (("UNSUBSCRIBE", sorted(link.symbols - wanted)),
+                                    ("SUBSCRIBE", [s for s in self._symbols
+                                                   if s not in link.symbols])):
+                if symbols:
+                    request_id = next(self._request_ids)
+                    self._pending.add(request_id)
+                    messages.append(control_message(method, symbols, request_id))
+            link.symbols = wanted
+        for text in messages:
+            try:
+                link.ws.send(text)
+            except ConnectionClosed:
+                return  # the next connection asks for the current symbols in its URL
 
     def start(self) -> None:
         self._thread.start()
@@ -195,7 +335,9 @@ class CombinedStream:
                 if link.ended.is_set():
                     failures = 1 if link.received else failures + 1
                     delay = backoff_seconds(failures, **RECONNECT_BACKOFF)
-                    self._emit(StreamEvent("dropped", self.url, link.reason, delay))
+                    self._emit(StreamEvent("dropped", self.url, link.reason, delay,
+                                           name=self.name))
+                    self._forget(link)
                     self._wait(delay)
                     link = None
                     continue
@@ -214,28 +356,39 @@ class CombinedStream:
     def _connect(self, attempt: int, replacing: _Link | None = None) -> _Link | None:
         """A new open connection; None after a failure, reported and waited for (while
         the connection it was to replace still runs)."""
+        if not self.attempts.acquire(self._stop):
+            return None
+        symbols = self.symbols
+        url = combined_stream_url(self.base_url, symbols)
         try:
-            ws = connect(self.url, open_timeout=self.open_timeout,
+            ws = connect(url, open_timeout=self.open_timeout,
                          close_timeout=CLOSE_TIMEOUT_SECONDS,
                          user_agent_header="crypto-pipeline-producer")
         except (OSError, InvalidHandshake) as err:
             delay = backoff_seconds(attempt, **RECONNECT_BACKOFF)
             status = err.response.status_code if isinstance(err, InvalidStatus) else None
             self._emit(StreamEvent("failed" if replacing is None else "renew-failed",
-                                   self.url, one_line(err, named=True), delay, status))
+                                   url, one_line(err, named=True), delay, status, self.name))
             self._wait(delay, replacing)
             return None
-        link = _Link(ws, self._clock())
+        link = _Link(ws, self._clock(), set(symbols))
         link.reader = threading.Thread(target=self._read, args=(link,), daemon=True,
                                        name=f"{self.name}-reader")
+        with self._lock:
+            self._links.append(link)
         link.reader.start()
+        self._reconcile(link)  # symbols may have changed while it connected
         if replacing is None:
-            self._emit(StreamEvent("connected", self.url))
+            self._emit(StreamEvent("connected", url, name=self.name))
         return link
 
     def _read(self, link: _Link) -> None:
         try:
             for message in link.ws:
+                answer = control_answer(message, self._pending) if self._pending else None
+                if answer is not None:
+                    self._answered(answer)
+                    continue
                 link.received = True
                 self._emit(message)
             link.reason = f"closed by the server (code {link.ws.close_code}" + (
@@ -246,6 +399,14 @@ class CombinedStream:
             link.ended.set()
             self._wake.set()
 
+    def _answered(self, answer: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending.discard(answer["id"])
+        if "code" in answer or "error" in answer:
+            self._emit(StreamEvent("subscribe-failed", self.url,
+                                   str(answer.get("msg") or answer.get("error")),
+                                   name=self.name))
+
     def _switch(self, old: _Link, new: _Link) -> _Link:
         """Read both for `overlap` seconds, then close the old one and go on with the new
         one; if the new one ends meanwhile, go on with the old one."""
@@ -255,10 +416,17 @@ class CombinedStream:
             return old
         age = self._clock() - old.opened_at
         self._close(old)
-        self._emit(StreamEvent("replaced", self.url, f"the old connection closed at {age:.0f} s"))
+        self._emit(StreamEvent("replaced", self.url, f"the old connection closed at {age:.0f} s",
+                               name=self.name))
         return new
 
+    def _forget(self, link: _Link) -> None:
+        with self._lock:
+            if link in self._links:
+                self._links.remove(link)
+
     def _close(self, link: _Link) -> None:
+        self._forget(link)
         link.ws.close()
         if link.reader is not None:
             link.reader.join(CLOSE_TIMEOUT_SECONDS)

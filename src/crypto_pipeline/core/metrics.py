@@ -55,6 +55,14 @@ class Families:
             family.add_metric([key], value)
         self.families.append(family)
 
+    def labelled_gauge(self, name: str, documentation: str, labels: tuple[str, ...],
+                       values: dict[tuple[str, ...], float]) -> None:
+        """One gauge per combination of label values."""
+        family = GaugeMetricFamily(self.prefix + name, documentation, labels=list(labels))
+        for key, value in sorted(values.items()):
+            family.add_metric(list(key), value)
+        self.families.append(family)
+
     def state(self, current: str) -> None:
         """`..._state{state="..."} 1`: the state the status file holds, for alerts that
         match on it."""

@@ -3,7 +3,9 @@
 - a tick on INPUT_TOPIC: key = symbol, value = JSON of `TICK_FIELDS`, headers `origin` and
   `position` (the pipeline's producer writes each tick once, in Kafka transactions);
 - an aggregate on OUTPUT_TOPIC: key = `SYMBOL|window_start`, value = JSON of
-  `AGGREGATE_FIELDS`; a later message for a key replaces the earlier one;
+  `AGGREGATE_FIELDS`; a later message for a key replaces the earlier one. The job writes
+  every field; a reader needs only the required ones (the contract: symbol, window, the
+  prices' avg/min/max, count, spread), so another writer may leave the rest out;
 - a dead letter on DLQ_TOPIC: key = the original key, value = JSON of `DLQ_FIELDS`;
 - an alert on ALERTS_TOPIC: key = `SYMBOL|window_start|kind`, value = JSON of
   `ALERT_FIELDS`; one per symbol, window and kind.
@@ -45,14 +47,14 @@ AGGREGATE_FIELDS: tuple[Field, ...] = (
     Field("max_price", "double", True, "highest price"),
     Field("count", "long", True, "number of ticks"),
     Field("spread", "double", True, "max_price - min_price"),
-    Field("open_price", "double", True, "price of the earliest tick by event time"),
-    Field("close_price", "double", True, "price of the latest tick by event time"),
-    Field("pct_change", "double", True, "100 * (close_price - open_price) / open_price"),
+    Field("open_price", "double", False, "price of the earliest tick by event time"),
+    Field("close_price", "double", False, "price of the latest tick by event time"),
+    Field("pct_change", "double", False, "100 * (close_price - open_price) / open_price"),
     Field("stddev_price", "double", False, "sample standard deviation; null for one tick"),
     Field("volume", "double", False, "sum of quantities; null when ticks carry none"),
     Field("vwap", "double", False, "volume-weighted average price; null without volume"),
-    Field("last_event_time", "timestamp", True, "event time of the newest tick counted"),
-    Field("emitted_at", "timestamp", True, "when the Spark job wrote this value"),
+    Field("last_event_time", "timestamp", False, "event time of the newest tick counted"),
+    Field("emitted_at", "timestamp", False, "when the Spark job wrote this value"),
 )
 
 DLQ_FIELDS: tuple[Field, ...] = (

@@ -24,7 +24,7 @@ from crypto_pipeline.core.addresses import HostPort, is_loopback, parse_servers
 from crypto_pipeline.core.history.url import mask_password, parse_history_url, sqlite_file
 from crypto_pipeline.core.passwords import check_stored
 from crypto_pipeline.core.paths import PROJECT_ROOT
-from crypto_pipeline.core.symbols import SYMBOL_RULE, is_symbol
+from crypto_pipeline.core.symbols import check_entry, names, patterns
 
 
 class SettingsError(ValueError):
@@ -71,12 +71,10 @@ class Duration:
 
 
 def _symbols(text: str) -> tuple[str, ...]:
-    symbols = tuple(s.strip().upper() for s in text.split(",") if s.strip())
+    symbols = tuple(check_entry(s) for s in text.split(",") if s.strip())
     if not symbols:
-        raise ValueError("expected at least one symbol, e.g. BTCUSDT,ETHUSDT")
-    for symbol in symbols:
-        if not is_symbol(symbol):
-            raise ValueError(f"{symbol!r} is not a Binance symbol ({SYMBOL_RULE})")
+        raise ValueError("expected at least one symbol or pattern, e.g. BTCUSDT,ETHUSDT or "
+                         "*USDT")
     if len(set(symbols)) != len(symbols):
         raise ValueError("a symbol is listed twice")
     return symbols
@@ -267,7 +265,13 @@ class Settings:
 
     # Producer
     symbols: tuple[str, ...] = setting(
-        "BTCUSDT,ETHUSDT", "any number of Binance symbols, comma-separated", _symbols,
+        "BTCUSDT,ETHUSDT", "any number of Binance symbols and shell-style patterns, "
+        "comma-separated: *USDT (every USDT market), BTC*, * (every symbol); patterns are "
+        "matched against the symbols exchangeInfo lists as TRADING, names are used as they "
+        "are", _symbols, group=PRODUCER)
+    symbols_refresh_seconds: float = setting(
+        "3600", "how often patterns in SYMBOLS are matched again (new listings join, symbols "
+        "that stop trading leave); a failed refresh keeps the last set", _number(0),
         group=PRODUCER)
     poll_interval_seconds: float = setting(
         "5", "producer polling period", _number(0), group=PRODUCER)
@@ -404,6 +408,10 @@ class Settings:
     stale_after_seconds: float = setting(
         "60", "the dashboard marks data stale when the newest aggregate is older than this",
         _number(0), group=DASHBOARD)
+    dashboard_history_hours: float = setting(
+        "24", "hours of windows the dashboard holds per symbol, counted back from the newest "
+        "(its memory: about 120 bytes a window; 2,000 symbols x 24 h is about 350 MB)",
+        _number(0), group=DASHBOARD)
 
     # Metrics
     metrics_address: str = setting(
@@ -498,6 +506,15 @@ class Settings:
     def dashboard_exposed(self) -> bool:
         """Served beyond this machine without a password (said in the log and on the page)."""
         return not self.dashboard_password and not is_loopback(self.dashboard_address)
+
+    @property
+    def symbol_names(self) -> tuple[str, ...]:
+        """The plain names of SYMBOLS (no patterns), in their order."""
+        return names(self.symbols)
+
+    @property
+    def symbol_patterns(self) -> tuple[str, ...]:
+        return patterns(self.symbols)
 
     @property
     def is_live_source(self) -> bool:

@@ -20,6 +20,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from crypto_pipeline.core import formatting as fmt
+
 # The components in start order; stop goes the other way. The one list of their names.
 KAFKA, PRODUCER, SPARK, DASHBOARD = COMPONENTS = ("kafka", "producer", "spark", "dashboard")
 
@@ -55,6 +57,13 @@ class State(str, Enum):
 SOURCE_FAULTS = (State.BINANCE_UNREACHABLE, State.RATE_LIMITED, State.RESTRICTED_LOCATION)
 
 S = TypeVar("S", bound="StatusFile")
+
+
+def known_fields(cls: type, record: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `record` that are fields of the dataclass `cls` (a file another
+    version wrote may have more)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return {key: value for key, value in record.items() if key in known}
 
 
 @dataclass
@@ -94,11 +103,23 @@ class StatusFile:
             record = json.loads(cls.path(run_dir, name).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in record.items() if key in known})
+        return cls(**known_fields(cls, record))
 
     def fresh_since(self, moment: float) -> bool:
         return self.updated_at >= moment
+
+
+# The producer's status keeps this many of the latest changes to its symbols.
+SYMBOL_CHANGES_KEPT = 10
+
+
+@dataclass
+class SymbolChange:
+    """Symbols that joined and left at one refresh of SYMBOLS' patterns."""
+
+    at: str
+    joined: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +127,14 @@ class ProducerStatus(StatusFile):
     NAME: ClassVar[str] = PRODUCER
     source: str = ""
     symbols: list[str] = field(default_factory=list)
+    # SYMBOLS' patterns, when it has any: `symbols` is what they matched at the last refresh.
+    symbol_patterns: list[str] = field(default_factory=list)
+    symbols_refreshed_at: str | None = None
+    # Why the last refresh failed (the symbols of the one before are kept), else None.
+    symbols_refresh_error: str | None = None
+    symbol_changes: list[SymbolChange] = field(default_factory=list)  # oldest first
+    symbols_joined: int = 0
+    symbols_left: int = 0
     polls: int = 0
     ticks_sent: int = 0
     ticks_failed: int = 0
@@ -116,6 +145,44 @@ class ProducerStatus(StatusFile):
     last_poll_at: str | None = None
     last_success_at: str | None = None
     kafka_reachable: bool = True
+
+    def __post_init__(self) -> None:
+        self.symbol_changes = [SymbolChange(**known_fields(SymbolChange, change))
+                               if isinstance(change, dict) else change
+                               for change in self.symbol_changes]
+
+
+@dataclass
+class BackfillProgress:
+    """How far the Spark job's backfill is (spark.json's `backfill`)."""
+
+    state: str = State.STARTING.value  # starting, running, finished, failed, stopped
+    symbols_total: int = 0
+    symbols_done: int = 0
+    requests: int = 0
+    # X-MBX-USED-WEIGHT-1M of the newest answer: the IP's request weight this minute.
+    weight_used: int | None = None
+    weight_limit: int | None = None
+    klines: int = 0
+    windows_written: int = 0
+    started_at: float | None = None  # epoch seconds
+    seconds_left: float | None = None  # an estimate from the pace so far
+    last_error: str | None = None
+
+    def summary(self) -> str:
+        """The progress in a few words (the log, ./status.sh)."""
+        parts = [f"{self.state}, {fmt.count(self.symbols_done)} of "
+                 f"{fmt.count(self.symbols_total)} symbols",
+                 f"{fmt.count(self.requests)} requests"]
+        if self.weight_used is not None and self.weight_limit:
+            parts.append(f"weight {fmt.count(self.weight_used)}/{fmt.count(self.weight_limit)}"
+                         f" this minute")
+        parts.append(f"{fmt.count(self.windows_written)} windows written")
+        if self.state == State.RUNNING and self.seconds_left is not None:
+            parts.append(f"about {fmt.age(self.seconds_left)} left")
+        if self.last_error:
+            parts.append(f"last error: {self.last_error}")
+        return ", ".join(parts)
 
 
 @dataclass
@@ -139,6 +206,11 @@ class SparkStatus(StatusFile):
     input_topic: str | None = None
     output_topic: str | None = None
     dlq_topic: str | None = None
+    backfill: BackfillProgress | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backfill, dict):
+            self.backfill = BackfillProgress(**known_fields(BackfillProgress, self.backfill))
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """The dashboard's one long-lived Kafka consumer, a background thread per server process.
 
-On start it loads the history store, then reads the aggregates topic from the beginning
-(the topic is compacted: that rebuilds the latest value per window), then follows new
-records. Alerts come the same way: the history store's alerts table, then the compacted
+On start it loads the history store (the last DASHBOARD_HISTORY_HOURS, in chunks), then
+reads the aggregates topic from the beginning (the topic is compacted: that rebuilds the
+latest value per window), then follows new records; windows older than that many hours
+before the newest are dropped as it goes, so memory stays bounded.
+Alerts come the same way: the history store's alerts table, then the compacted
 alerts topic, into `alerts`. No consumer group: it assigns every partition itself and
 keeps its positions, so after Kafka comes back it reconnects and goes on where it stopped.
 A malformed record is skipped and counted. A second thread asks the history store now
@@ -107,8 +109,10 @@ class KafkaFeed:
         return self._first_answer.wait(timeout)
 
     @property
-    def _retention(self) -> timedelta:
-        return timedelta(seconds=self.settings.aggregates_retention.seconds)
+    def _horizon(self) -> timedelta:
+        """How far back from the newest window the feed keeps windows."""
+        return min(timedelta(seconds=self.settings.aggregates_retention.seconds),
+                   timedelta(hours=self.settings.dashboard_history_hours))
 
     @property
     def alive(self) -> bool:
@@ -149,10 +153,13 @@ class KafkaFeed:
         history = self._history
         try:
             newest = max(history.newest_window_starts().values(), default=None)
-            # The retention counts back from the newest window, not from now: replayed
+            # The horizon counts back from the newest window, not from now: replayed
             # and backfilled windows can be years old and are still the page's data.
-            since = newest - self._retention if newest else None
-            loaded = self.store.put_many(history.load(since=since))
+            since = newest - self._horizon if newest else None
+            loaded = 0
+            for symbols, rows in history.iter_arrays(since=since):
+                loaded += self.store.put_arrays(symbols, rows)
+                self._update(history_loaded=loaded)
             self.alerts.put_many(history.load_alerts(since=since))
         except history.errors as err:
             self._history_failed(err)
@@ -246,8 +253,8 @@ class KafkaFeed:
                    else sum(max(0, end - positions[p]) for p, end in ends.items()))
         newest = self.store.newest_window_start
         if newest is not None:
-            self.store.prune(newest - self._retention)
-            self.alerts.prune(newest - self._retention)
+            self.store.prune(newest - self._horizon)
+            self.alerts.prune(newest - self._horizon)
         previous = self._update(
             kafka="ok", kafka_error=None, topic_exists=self.settings.output_topic in topics,
             backlog=backlog, dead_letters=self._dead_letters(consumer, topics))

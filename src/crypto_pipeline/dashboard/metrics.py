@@ -4,7 +4,10 @@ it the feed and the sign-ins once they exist."""
 
 from __future__ import annotations
 
+import statistics
+import threading
 import time
+from collections import deque
 from typing import Callable
 
 from prometheus_client.core import Metric
@@ -14,12 +17,44 @@ from crypto_pipeline.core.status import DASHBOARD
 from crypto_pipeline.dashboard.auth import Logins
 from crypto_pipeline.dashboard.feed import KafkaFeed
 
+# Page runs whose server time the median and 95th percentile are of, per part.
+RECENT_RUNS = 200
+PARTS = ("page", "panels")
+
 
 class DashboardCollector:
     def __init__(self, clock: Callable[[], float] = time.time):
         self.feed: KafkaFeed | None = None
         self.logins: Logins | None = None
         self._clock = clock
+        self._lock = threading.Lock()
+        self._runs = {part: deque(maxlen=RECENT_RUNS) for part in PARTS}
+        self._run_totals = {part: [0, 0.0] for part in PARTS}  # count, seconds
+
+    def rendered(self, part: str, seconds: float) -> None:
+        """One run of the page's script (`page`) or of its live panels (`panels`: what a
+        refresh reruns), with the server time it took."""
+        with self._lock:
+            self._runs[part].append(seconds)
+            self._run_totals[part][0] += 1
+            self._run_totals[part][1] += seconds
+
+    def run_times(self) -> dict[str, dict[str, float | int | None]]:
+        """Per part: runs, their total seconds, and the last, median, 95th percentile and
+        longest of the recent ones."""
+        with self._lock:
+            result = {}
+            for part, recent in self._runs.items():
+                ordered = sorted(recent)
+                count, total = self._run_totals[part]
+                result[part] = {
+                    "runs": count, "seconds": total,
+                    "last": recent[-1] if recent else None,
+                    "p50": statistics.median(ordered) if ordered else None,
+                    "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+                    if ordered else None,
+                    "max": ordered[-1] if ordered else None}
+            return result
 
     def collect(self) -> list[Metric]:
         metrics = Families(DASHBOARD)
@@ -49,4 +84,15 @@ class DashboardCollector:
                         logins.lockouts_total if logins else 0)
         metrics.gauge("locked_out_addresses", "addresses locked out now",
                       logins.locked_out() if logins else 0)
+        runs = self.run_times()
+        metrics.counters("page_runs_total", "runs of the page's script (page: a whole run, "
+                         "as a visitor's first render; panels: the live panels, all a "
+                         "refresh runs)", "part", {p: r["runs"] for p, r in runs.items()})
+        metrics.counters("page_run_seconds_total", "server time of those runs", "part",
+                         {p: r["seconds"] for p, r in runs.items()})
+        metrics.labelled_gauge("page_run_seconds", "server time of the recent runs "
+                               f"(the last {RECENT_RUNS})", ("part", "stat"),
+                               {(p, stat): r[stat] for p, r in runs.items()
+                                for stat in ("last", "p50", "p95", "max")
+                                if r[stat] is not None})
         return metrics.families

@@ -1,15 +1,21 @@
-"""The dashboard page: sidebar controls, then live panels that refresh in a fragment.
+"""The dashboard page: sidebar controls, then live panels that refresh in a fragment:
+the market overview of every symbol first, then cards and charts of the symbols chosen
+(by default those SYMBOLS names, else the top movers).
 
 Only the fragment reruns on the timer, so the page updates in place. Every panel is
-drawn from one store snapshot and the feed's health; nothing here talks to Kafka.
+drawn from one store snapshot and the feed's health; nothing here talks to Kafka. Each
+run's server time goes to the metrics collector (page: a whole run, the first render of
+a visitor; panels: the live panels, which is all a refresh runs).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import pandas as pd
 import streamlit as st
 
 from crypto_pipeline.core import formatting as fmt
@@ -31,6 +37,26 @@ FIRST_ANSWER_TIMEOUT_SECONDS = 5.0
 # KPIs side by side on a card: more would cut a BTC price short ("97,43…"), so a card of
 # trades shows volume and VWAP in a second row.
 KPIS_PER_ROW = len(views.KPIS)
+OVERVIEW_HEIGHT = 420  # pixels: about a dozen rows, the rest a scroll away
+# One format for a column of prices from BTC's to a coin's worth a millionth of it: eight
+# significant digits (the values are rounded to the decimals their cards show).
+PRICE_FORMAT = "%.8g"
+OVERVIEW_CONFIG = {
+    "symbol": st.column_config.TextColumn("Symbol", pinned=True),
+    "last_price": st.column_config.NumberColumn("Last price", format=PRICE_FORMAT,
+                                                help="close of the newest window"),
+    "change_pct": st.column_config.NumberColumn("Change %", format="%+.2f%%"),
+    "spread": st.column_config.NumberColumn("Spread", format=PRICE_FORMAT,
+                                            help="max - min over the window"),
+    "spread_pct": st.column_config.NumberColumn("Spread %", format="%.3f%%",
+                                                help="spread as % of the average price"),
+    "ticks": st.column_config.NumberColumn("Ticks", format="localized"),
+    "volume": st.column_config.NumberColumn("Volume", format=PRICE_FORMAT,
+                                            help="traded quantity, where ticks are trades"),
+    "vwap": st.column_config.NumberColumn("VWAP", format=PRICE_FORMAT),
+    "window_start": st.column_config.DatetimeColumn("Since (UTC)", format="HH:mm",
+                                                    help="start of the window"),
+}
 
 
 @st.cache_resource(show_spinner="Reading the aggregates from Kafka…", max_entries=1,
@@ -50,10 +76,18 @@ class Controls:
     refresh_seconds: float
     time_range: str
     symbol_options: tuple[str, ...]
-    symbols: tuple[str, ...]  # empty: all
+    symbols: tuple[str, ...]  # empty: the top movers
 
 
 def run(settings: Settings, collector: DashboardCollector) -> None:
+    began = time.perf_counter()
+    try:
+        _page(settings, collector)
+    finally:
+        collector.rendered("page", time.perf_counter() - began)
+
+
+def _page(settings: Settings, collector: DashboardCollector) -> None:
     collector.logins = auth.logins_for(settings)
     if not auth.signed_in(settings):
         return
@@ -67,7 +101,8 @@ def run(settings: Settings, collector: DashboardCollector) -> None:
                    f"password: anyone who reaches port {settings.dashboard_port} sees it. Set "
                    f"DASHBOARD_PASSWORD (python3 src/pipelinectl.py hash-password prints a "
                    f"hash to put there).", icon=":material/lock_open:")
-    st.fragment(_live, run_every=controls.refresh_seconds)(settings, feed, controls)
+    st.fragment(_live, run_every=controls.refresh_seconds)(settings, feed, controls,
+                                                          collector)
 
 
 @st.cache_resource(show_spinner=False)
@@ -78,11 +113,13 @@ def _warn_exposed(address: str) -> None:
 
 
 def _sidebar(settings: Settings, snapshot: Snapshot) -> Controls:
-    options = tuple(sorted(set(settings.symbols) | set(snapshot.symbols)))
+    options = tuple(sorted(set(settings.symbol_names) | set(snapshot.symbols)))
     with st.sidebar:
         st.header("View")
-        symbols = st.multiselect("Symbols", options, key="symbols",
-                                 placeholder="All symbols")
+        symbols = st.multiselect("Symbols", options, default=settings.symbol_names,
+                                 key="symbols", placeholder="Top movers",
+                                 help="Cards and charts of these symbols; none chosen: the "
+                                      "top movers of the overview")
         time_range = st.radio("Time range", list(views.TIME_RANGES),
                               index=list(views.TIME_RANGES).index(DEFAULT_TIME_RANGE),
                               key="time_range")
@@ -97,7 +134,16 @@ def _sidebar(settings: Settings, snapshot: Snapshot) -> Controls:
     return Controls(refresh, time_range, options, tuple(symbols))
 
 
-def _live(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
+def _live(settings: Settings, feed: KafkaFeed, controls: Controls,
+          collector: DashboardCollector) -> None:
+    began = time.perf_counter()
+    try:
+        _panels(settings, feed, controls)
+    finally:
+        collector.rendered("panels", time.perf_counter() - began)
+
+
+def _panels(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
     if auth.session_expired(settings):
         st.rerun(scope="app")  # to the password page
     snapshot = feed.store.snapshot()
@@ -119,11 +165,19 @@ def _live(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
         for notice in notices:
             getattr(st, notice.level)(notice.text)
     _status_row(health, fresh, snapshot)
-    symbols = controls.symbols or snapshot.symbols
+    if not len(snapshot):
+        st.info("No aggregates to show yet: the overview, cards and charts appear with the "
+                "first window.")
+        return
+    market = _overview(settings, views.market_frame(snapshot))
+    symbols = controls.symbols or views.mover_symbols(market)
+    st.subheader(", ".join(symbols) if controls.symbols else
+                 "Top movers" + (f": {', '.join(symbols)}" if symbols else ""))
+    if not controls.symbols:
+        st.caption("Choose symbols in the sidebar to see them here instead.")
     cards = views.cards(snapshot, symbols)
     if not cards:
-        st.info("No aggregates to show yet: the cards and charts appear with the first "
-                "window.")
+        st.info("No windows of the chosen symbols yet.")
         return
     for card in cards:
         _card(card)
@@ -139,6 +193,35 @@ def _live(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
                       key="chart-bars")
 
 
+def _overview(settings: Settings, market: pd.DataFrame) -> pd.DataFrame:
+    """Every symbol in one sortable table with a search box, and the top movers in words
+    (the table is a canvas: a screen reader reads the words)."""
+    with st.container(key="overview"):
+        st.subheader("Market")
+        search, order = st.columns([2, 1])
+        text = search.text_input("Search symbols", key="overview-search",
+                                 placeholder="BTC, ETHUSDT, *USDT …")
+        sort = order.selectbox("Sort by", list(views.SORTS), key="overview-sort",
+                               index=list(views.SORTS).index(views.DEFAULT_SORT))
+        gainers, losers = views.movers(market)
+        span = f"over the last {settings.window_duration}"
+        with st.container(key="top-gainers"):
+            st.markdown(f"**Top gainers** {span}: "
+                        + (", ".join(m.text for m in gainers) or "none"))
+        with st.container(key="top-losers"):
+            st.markdown(f"**Top losers** {span}: "
+                        + (", ".join(m.text for m in losers) or "none"))
+        shown = views.sort_market(views.search(market, text), sort)
+        with st.container(key="overview-count"):
+            st.caption(f"{fmt.count(len(shown))} of {fmt.count(len(market))} symbols · "
+                       f"change and spread over each symbol's latest {settings.window_duration}"
+                       f" window, last price its newest close")
+        st.dataframe(shown, hide_index=True, column_config=OVERVIEW_CONFIG,
+                     height=OVERVIEW_HEIGHT, key="overview-table",
+                     alt=f"Market overview: {len(shown)} symbols, sorted by {sort.lower()}")
+    return market
+
+
 def _status_row(health: FeedHealth, fresh: views.Freshness, snapshot: Snapshot) -> None:
     label, colour = views.live_state(health, fresh)
     age, dead, skipped, held = st.columns(4)
@@ -152,6 +235,7 @@ def _status_row(health: FeedHealth, fresh: views.Freshness, snapshot: Snapshot) 
         st.metric("Malformed records skipped", fmt.count(health.malformed))
     with held.container(key="windows"):
         st.metric("Windows held", fmt.count(len(snapshot)))
+
 
 
 def _card(card: views.Card) -> None:

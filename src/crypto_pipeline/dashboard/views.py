@@ -1,9 +1,10 @@
 """View models: what the page shows, computed from a store snapshot without Streamlit.
 
-Cards (latest window per symbol, change against the previous window), frames for the
-charts, the alert feed and its chart markers, freshness, the notices that say what is
-wrong and what to run, and the banner for prices that are not live. Pure functions of
-their inputs, so tests need no browser.
+The market overview (one row per symbol, searched and sorted, and the top movers in
+words), cards (latest window per symbol, change against the previous window), frames
+for the charts, the alert feed and its chart markers, freshness, the notices that say
+what is wrong and what to run, and the banner for prices that are not live. Pure
+functions of their inputs, so tests need no browser.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 
 from crypto_pipeline.core import formatting as fmt
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import ProducerStatus, SparkStatus, State
+from crypto_pipeline.core.symbols import is_pattern, matches
 from crypto_pipeline.dashboard.feed import FeedHealth
-from crypto_pipeline.dashboard.store import Aggregate, Snapshot
+from crypto_pipeline.dashboard.store import INDEX, Aggregate, Snapshot
 
 # (field, label): the KPIs of a card, in order; spread, count and volume have no "good"
 # direction.
@@ -54,6 +57,96 @@ class Card:
     trend: tuple[float, ...]
 
 
+# --- the market overview -------------------------------------------------------------------
+
+# The overview's columns: (Summary field, heading).
+OVERVIEW_COLUMNS = (("symbol", "Symbol"), ("last_price", "Last price"),
+                    ("change_pct", "Change %"), ("spread", "Spread"),
+                    ("spread_pct", "Spread %"), ("ticks", "Ticks"), ("volume", "Volume"),
+                    ("vwap", "VWAP"), ("window_start", "Since (UTC)"))
+# Sort orders offered: label -> (column, ascending).
+SORTS: dict[str, tuple[str, bool]] = {
+    "Change %, highest first": ("change_pct", False),
+    "Change %, lowest first": ("change_pct", True),
+    "Largest move either way": ("abs_change", False),
+    "Symbol": ("symbol", True),
+    "Ticks": ("ticks", False),
+    "Spread %": ("spread_pct", False),
+    "Volume": ("volume", False),
+}
+DEFAULT_SORT = "Change %, highest first"
+MOVERS = 5  # gainers and losers named above the overview
+DEFAULT_MOVER_CARDS = 3  # of each, carded when SYMBOLS names no symbol
+
+
+def market_frame(snapshot: Snapshot) -> pd.DataFrame:
+    """Every symbol's summary, one row each (the OVERVIEW_COLUMNS' fields)."""
+    summaries = snapshot.summaries.values()
+    frame = pd.DataFrame.from_records(
+        [tuple(getattr(s, name) for name, _ in OVERVIEW_COLUMNS) for s in summaries],
+        columns=[name for name, _ in OVERVIEW_COLUMNS])
+    for name in ("last_price", "change_pct", "spread_pct", "volume", "vwap"):
+        frame[name] = frame[name].astype("float64")
+    # Prices to the decimals the cards show them with (a grid column has one format for
+    # BTC and for a coin worth a millionth of it): the spread and VWAP like the price.
+    decimals = [fmt.price_decimals(price) if price == price else fmt.MAX_DECIMALS
+                for price in frame["last_price"]]
+    for name in ("last_price", "spread", "vwap"):
+        frame[name] = [round(value, places) for value, places in zip(frame[name], decimals)]
+    frame["volume"] = [value if value != value else round(value, fmt.price_decimals(value))
+                       for value in frame["volume"]]
+    return frame
+
+
+def search(frame: pd.DataFrame, text: str) -> pd.DataFrame:
+    """Rows whose symbol contains `text` (any case), or matches it as a pattern (`*BTC`)."""
+    wanted = text.strip().upper()
+    if not wanted:
+        return frame
+    if is_pattern(wanted):
+        return frame[[matches(wanted, symbol) for symbol in frame["symbol"]]]
+    return frame[frame["symbol"].str.contains(wanted, regex=False)]
+
+
+def sort_market(frame: pd.DataFrame, order: str) -> pd.DataFrame:
+    """Sorted as SORTS[order] says; rows without the value last, then by symbol."""
+    column, ascending = SORTS[order]
+    key = frame["change_pct"].abs() if column == "abs_change" else frame[column]
+    ranked = frame.assign(_key=key)
+    ranked = ranked.sort_values(["_key", "symbol"], ascending=[ascending, True],
+                                na_position="last", kind="stable")
+    return ranked.drop(columns="_key").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Mover:
+    symbol: str
+    change_pct: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.symbol} {fmt.percent(self.change_pct)}"
+
+
+def movers(frame: pd.DataFrame, count: int = MOVERS) -> tuple[list[Mover], list[Mover]]:
+    """(gainers, losers): the symbols that rose most and fell most over their window,
+    `count` of each at most; a symbol that did not move is neither."""
+    moved = frame.dropna(subset=["change_pct"])
+    up = moved[moved["change_pct"] > 0].nlargest(count, "change_pct")
+    down = moved[moved["change_pct"] < 0].nsmallest(count, "change_pct")
+    return ([Mover(r.symbol, r.change_pct) for r in up.itertuples()],
+            [Mover(r.symbol, r.change_pct) for r in down.itertuples()])
+
+
+def mover_symbols(frame: pd.DataFrame, count: int = DEFAULT_MOVER_CARDS) -> tuple[str, ...]:
+    """The cards shown when no symbol is chosen and SYMBOLS names none: the top movers,
+    gainers first."""
+    gainers, losers = movers(frame, count)
+    return tuple(m.symbol for m in gainers + losers)
+
+
+# --- cards ---------------------------------------------------------------------------------
+
 def cards(snapshot: Snapshot, symbols: Iterable[str]) -> list[Card]:
     """One card per symbol with data: its latest window against the one before."""
     result = []
@@ -83,8 +176,14 @@ def _card(symbol: str, latest: Aggregate, previous: Aggregate | None,
             if before is not None:
                 delta = fmt.price_change(value - before, places)
         kpis.append(Kpi(name, label, text, delta, "off" if name in _NEUTRAL else "normal"))
-    move = (f"open {fmt.price(latest['open_price'], decimals)} → close "
-            f"{fmt.price(latest['close_price'], decimals)} ({fmt.percent(latest['pct_change'])})")
+    opened, closed = latest.get("open_price"), latest.get("close_price")
+    if opened is None or closed is None:
+        move = "no open and close in this window"
+    else:
+        change = latest.get("pct_change")
+        change = 100 * (closed - opened) / opened if change is None else change
+        move = (f"open {fmt.price(opened, decimals)} → close "
+                f"{fmt.price(closed, decimals)} ({fmt.percent(change)})")
     return Card(symbol, fmt.window(latest["window_start"], latest["window_end"]), tuple(kpis),
                 move, tuple(r["avg_price"] for r in recent))
 
@@ -97,18 +196,39 @@ def range_start(snapshot: Snapshot, symbols: Iterable[str],
     return max(ends) - span if span is not None and ends else None
 
 
+def _frame(parts: list[tuple[str, np.ndarray]]) -> pd.DataFrame:
+    """FRAME_COLUMNS of these symbols' rows (straight from the store's arrays)."""
+    numbers = [name for name in FRAME_COLUMNS if name != "symbol"]
+    if not parts:
+        return pd.DataFrame(columns=list(FRAME_COLUMNS))
+    rows = np.concatenate([rows for _, rows in parts])[:, [INDEX[name] for name in numbers]]
+    frame = pd.DataFrame(rows, columns=numbers)
+    for name in ("window_start", "window_end"):
+        frame[name] = pd.to_datetime(frame[name].round(6), unit="s", utc=True)
+    frame["count"] = frame["count"].astype("int64")
+    frame.insert(0, "symbol", np.concatenate([[symbol] * len(rows) for symbol, rows in parts]))
+    return frame[list(FRAME_COLUMNS)]
+
+
 def windows_frame(snapshot: Snapshot, symbols: Iterable[str],
                   since: datetime | None = None) -> pd.DataFrame:
-    """Every window of `symbols` (from `since` on), one row each, oldest first per symbol."""
-    rows = [record for symbol in symbols for record in snapshot.windows.get(symbol, ())
-            if since is None or record["window_start"] >= since]
-    return pd.DataFrame.from_records(rows, columns=list(FRAME_COLUMNS))
+    """Every window of `symbols` (from `since` on), one row each, oldest first per symbol.
+    A field a window lacks (open and close, in a minimal record) is NaN."""
+    parts = []
+    for symbol in symbols:
+        rows = snapshot.rows.get(symbol)
+        if rows is None:
+            continue
+        if since is not None:
+            rows = rows[np.searchsorted(rows[:, INDEX["window_start"]], since.timestamp()):]
+        if len(rows):
+            parts.append((symbol, rows))
+    return _frame(parts)
 
 
 def latest_frame(snapshot: Snapshot, symbols: Iterable[str]) -> pd.DataFrame:
     """The latest window of each symbol: for the min/avg/max bars."""
-    rows = [snapshot.windows[s][-1] for s in symbols if snapshot.windows.get(s)]
-    return pd.DataFrame.from_records(rows, columns=list(FRAME_COLUMNS))
+    return _frame([(s, snapshot.rows[s][-1:]) for s in symbols if s in snapshot.rows])
 
 
 ALERT_FEED_LENGTH = 20
@@ -153,7 +273,7 @@ def alert_markers(alerts: Iterable[Mapping[str, Any]], snapshot: Snapshot,
             if raised and (since is None or record["window_start"] >= since):
                 rows.append((symbol, record["window_start"], record["avg_price"],
                              "<br>".join(fmt.alert(a) for a in raised),
-                             record["pct_change"] >= 0))
+                             (record.get("pct_change") or 0) >= 0))
     return pd.DataFrame.from_records(rows, columns=list(MARKER_COLUMNS))
 
 

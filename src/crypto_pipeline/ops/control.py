@@ -130,6 +130,8 @@ class ComponentReport:
     detail: str = ""
     last_error: str | None = None
     status: dict[str, Any] | None = field(default=None)  # the component's status file
+    # More to say than fits the line: the symbols' changes, the backfill's progress.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -183,7 +185,8 @@ def status_report(settings: Settings, expected: list[str] | None = None) -> Stat
             detail=component_detail(settings, name),
             last_error=(status.last_error if status else None)
             or _last_error_line(component.log_file),
-            status=asdict(status) if status else None))
+            status=asdict(status) if status else None,
+            notes=component_notes(status)))
     newest, history_error = _newest_emitted_at(settings)
     age = now - newest.timestamp() if newest else None
     return StatusReport(reports, newest.astimezone(timezone.utc).isoformat() if newest else None,
@@ -221,6 +224,7 @@ def status_lines(report: StatusReport) -> list[str]:
             if c.last_error:
                 parts.append(f"last error: {c.last_error}")
             lines.append("  ".join(parts))
+            lines += [f"{'':<10} {note}" for note in c.notes]
     lines.append(_freshness_line(report))
     return lines
 
@@ -236,12 +240,19 @@ def status_json(report: StatusReport) -> dict[str, Any]:
                                  "stale": report.stale}}
 
 
+# The latest changes of the symbols status.sh shows, and the symbols named in each.
+SHOWN_CHANGES, SHOWN_SYMBOLS = 3, 8
+
+
 def component_detail(settings: Settings, name: str) -> str:
     """A few words on how the component is doing (status.sh, start.sh's ok lines)."""
     if name == PRODUCER:
         producer = ProducerStatus.read(settings.run_dir)
         if producer:
-            return (f"{producer.source} {producer.state}, {producer.polls} polls, "
+            symbols = (f"{len(producer.symbols):,} symbols matching "
+                       f"{','.join(producer.symbol_patterns)}, "
+                       if producer.symbol_patterns else "")
+            return (f"{producer.source} {producer.state}, {symbols}{producer.polls} polls, "
                     f"{producer.ticks_sent} ticks sent")
     if name == SPARK:
         spark = SparkStatus.read(settings.run_dir)
@@ -256,6 +267,30 @@ def component_detail(settings: Settings, name: str) -> str:
     if name == KAFKA:
         return settings.kafka_bootstrap_servers
     return ""
+
+
+def component_notes(status: StatusFile | None) -> list[str]:
+    """Lines under a component's: how its symbols changed (producer), how far the
+    backfill is (Spark job)."""
+    notes = []
+    if isinstance(status, ProducerStatus) and status.symbol_patterns:
+        refreshed = (status.symbols_refreshed_at or "never")[:19].replace("T", " ")
+        notes.append(f"symbols: {status.symbols_joined:,} joined, {status.symbols_left:,} "
+                     f"left since the start; last matched {refreshed} UTC")
+        for change in status.symbol_changes[-SHOWN_CHANGES:]:
+            words = [f"{label} {_some(symbols)}" for label, symbols in
+                     (("joined", change.joined), ("left", change.left)) if symbols]
+            notes.append(f"  {change.at[:19].replace('T', ' ')} UTC: {'; '.join(words)}")
+        if status.symbols_refresh_error:
+            notes.append(f"symbols: {status.symbols_refresh_error}")
+    if isinstance(status, SparkStatus) and status.backfill is not None:
+        notes.append(f"backfill: {status.backfill.summary()}")
+    return notes
+
+
+def _some(symbols: list[str]) -> str:
+    more = len(symbols) - SHOWN_SYMBOLS
+    return ", ".join(symbols[:SHOWN_SYMBOLS]) + (f" and {more} more" if more > 0 else "")
 
 
 def last_error(settings: Settings, name: str) -> str | None:

@@ -11,7 +11,8 @@ from collections import Counter
 from datetime import datetime
 from typing import Callable
 
-from crypto_pipeline.binance.rest import UnknownSymbolError
+from crypto_pipeline.binance.listing import NoMatchError
+from crypto_pipeline.binance.rest import BinanceError, UnknownSymbolError
 from crypto_pipeline.core import logs, metrics
 from crypto_pipeline.core.backoff import backoff_seconds
 from crypto_pipeline.core.schema import format_time
@@ -21,6 +22,8 @@ from crypto_pipeline.kafka_io.readback import newest_positions
 from crypto_pipeline.producer.metrics import ProducerCollector
 from crypto_pipeline.producer.sink import KafkaTickSink, ProducerFenced, connect_problem
 from crypto_pipeline.producer.sources import SOURCES, PriceSource, ReplayFileError, SourceStatus
+from crypto_pipeline.producer.sources.base import STATE_BY_FAULT
+from crypto_pipeline.producer.symbol_set import SymbolSet
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ PROGRESS_SECONDS = 60.0
 # supervisor's grace period (components.py), so the give-up is logged, not SIGKILLed.
 CLOSE_TIMEOUT_SECONDS = 10.0
 RESUME_BACKOFF = {"base": 1.0, "cap": 10.0}
+SYMBOLS_BACKOFF = {"base": 1.0, "cap": 60.0}
 
 
 def build_source(settings: Settings) -> PriceSource:
@@ -42,13 +46,23 @@ def build_source(settings: Settings) -> PriceSource:
     return source(settings)
 
 
+def symbol_set_for(settings: Settings, source: PriceSource) -> SymbolSet | None:
+    """The patterns of SYMBOLS to follow, for a source that takes a changing set of
+    symbols; None for plain names (nothing to ask Binance) or a replay (its file)."""
+    if settings.symbol_patterns and hasattr(source, "update_symbols"):
+        return SymbolSet(settings)
+    return None
+
+
 class ProducerApp:
     def __init__(self, settings: Settings, source: PriceSource, sink: KafkaTickSink, *,
+                 symbols: SymbolSet | None = None,
                  progress_seconds: float = PROGRESS_SECONDS,
                  clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.source = source
         self.sink = sink
+        self.symbols = symbols
         self.progress_seconds = progress_seconds
         self._clock = clock
         self._last_progress = (clock(), self._totals())
@@ -58,16 +72,53 @@ class ProducerApp:
         ticks Kafka did not take in time are logged; a fault that stops it raises."""
         self._write_status()
         try:
+            if self.symbols is not None and not self._first_symbols(stop):
+                return 0
             if hasattr(self.source, "resume"):
                 self._resume(stop)
             for batch in self.source.batches(stop):
                 if batch:
                     self._deliver(batch, stop)
+                self._maybe_refresh_symbols()
                 self._write_status()
                 self._maybe_log_progress()
         finally:
+            if self.symbols is not None:
+                self.symbols.close()
             self._close()
         return 0
+
+    def _first_symbols(self, stop: threading.Event) -> bool:
+        """Resolve SYMBOLS' patterns before anything is polled or streamed, waiting for
+        Binance as long as it does not answer; False when stopped meanwhile. A pattern
+        that matches nothing raises NoMatchError."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                symbols = self.symbols.start()
+            except BinanceError as err:
+                failures += 1
+                delay = max(backoff_seconds(failures, **SYMBOLS_BACKOFF), err.retry_after or 0)
+                self.source.status.state = STATE_BY_FAULT.get(err.kind,
+                                                              State.BINANCE_UNREACHABLE)
+                self.source.status.errors[err.kind] += 1
+                self.source.status.last_error = f"cannot resolve SYMBOLS: {err}"
+                log.warning("%s; next try in %.1f s", self.source.status.last_error, delay)
+                self._write_status()
+                stop.wait(delay)
+                continue
+            self.source.status.state = State.STARTING
+            self.source.status.last_error = None
+            self.source.update_symbols(symbols)
+            return True
+        return False
+
+    def _maybe_refresh_symbols(self) -> None:
+        if self.symbols is None or not self.symbols.due():
+            return
+        joined, left = self.symbols.refresh()
+        if joined or left:
+            self.source.update_symbols(self.symbols.current)
 
     def _resume(self, stop: threading.Event) -> None:
         """Read back where Kafka stands for this source before sending anything: starting
@@ -159,7 +210,18 @@ class ProducerApp:
             last_success_at=_time(source.last_success_at),
             last_error=last_error or sink.last_error,
             kafka_reachable=sink.reachable,
+            **self._symbol_fields(),
         )
+
+    def _symbol_fields(self) -> dict:
+        symbols = self.symbols
+        if symbols is None:
+            return {}
+        return {"symbol_patterns": list(symbols.patterns),
+                "symbols_refreshed_at": symbols.refreshed_at,
+                "symbols_refresh_error": symbols.error,
+                "symbol_changes": list(symbols.changes),
+                "symbols_joined": symbols.joined_total, "symbols_left": symbols.left_total}
 
     def _write_status(self) -> None:
         try:
@@ -176,7 +238,8 @@ def run_producer(settings: Settings, stop: threading.Event) -> int:
     """Build the source and the sink PRICE_SOURCE and the Kafka settings ask for, and run
     with the metrics endpoint (PRODUCER_METRICS_PORT) up."""
     source = build_source(settings)
-    app = ProducerApp(settings, source, KafkaTickSink(settings, origin=source.origin))
+    app = ProducerApp(settings, source, KafkaTickSink(settings, origin=source.origin),
+                      symbols=symbol_set_for(settings, source))
     server = metrics.serve(settings.producer_metrics_port, settings.metrics_address,
                            ProducerCollector(app.status_record))
     try:
@@ -196,7 +259,8 @@ def main() -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         return run_producer(settings, stop)
-    except (SettingsError, UnknownSymbolError, ReplayFileError, ProducerFenced) as err:
+    except (SettingsError, UnknownSymbolError, NoMatchError, ReplayFileError,
+            ProducerFenced) as err:
         # A second producer with our transactional id is a configuration problem too: a
         # restart would fence it in turn.
         exit_config_error(str(err))

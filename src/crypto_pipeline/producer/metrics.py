@@ -44,6 +44,10 @@ class ProducerCollector:
                       "well (since the start, before its first good answer)",
                       max(0.0, now - last_success))
         metrics.gauge("symbols", "symbols tracked", len(status.symbols))
+        metrics.counter("symbols_joined_total", "symbols that joined when SYMBOLS' patterns "
+                        "were matched again (new listings)", status.symbols_joined)
+        metrics.counter("symbols_left_total", "symbols that left when SYMBOLS' patterns were "
+                        "matched again (halted, delisted)", status.symbols_left)
         metrics.gauge("kafka_reachable", "1 while Kafka takes the ticks, else 0",
                       int(status.kafka_reachable))
         return metrics.families

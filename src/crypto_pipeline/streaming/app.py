@@ -1,5 +1,6 @@
-"""The Spark job's process: the history database, topics, the session, the backfill, then
-both queries until a signal or a failure (what `src/streaming_app.py` runs).
+"""The Spark job's process: the history database, topics, the session, then both queries
+until a signal or a failure, with the backfill in a thread beside them (what
+`src/streaming_app.py` runs).
 
 A history database that cannot be used stops the process with one line naming
 HISTORY_URL and EXIT_CONFIG_ERROR (not restarted); one that does not answer yet (a
@@ -16,11 +17,11 @@ from py4j.protocol import Py4JError
 
 from crypto_pipeline.core import logs, metrics
 from crypto_pipeline.core.errors import one_line
-from crypto_pipeline.core.history import HistoryUnavailable, ready_history
+from crypto_pipeline.core.history import HistoryUnavailable, open_history, ready_history
 from crypto_pipeline.core.settings import exit_config_error, load_or_exit
 from crypto_pipeline.core.status import SparkStatus, State
 from crypto_pipeline.kafka_io.topics import ensure_topics
-from crypto_pipeline.streaming.backfill import Backfill
+from crypto_pipeline.streaming.backfill import Backfill, BackgroundBackfill
 from crypto_pipeline.streaming.job import StreamingJob
 from crypto_pipeline.streaming.metrics import SparkCollector
 from crypto_pipeline.streaming.session import build_session
@@ -28,6 +29,9 @@ from crypto_pipeline.streaming.session import build_session
 log = logging.getLogger(__name__)
 
 APP_NAME = "crypto-aggregates"
+# The backfill's Spark jobs share the cores with the micro-batches instead of queueing
+# them behind a whole chunk of history (backfill.py runs them in a pool of their own).
+SESSION_CONF = {"spark.scheduler.mode": "FAIR"}
 
 
 def main() -> int:
@@ -48,18 +52,24 @@ def main() -> int:
                   one_line(err))
         SparkStatus(state=State.FAILED, last_error=one_line(err)).write(settings.run_dir)
         return 1
-    spark = build_session(settings, APP_NAME)
+    spark = build_session(settings, APP_NAME, **SESSION_CONF)
     job = StreamingJob(spark, settings, history)
-    # Up during the backfill too: it can take minutes, and a scrape then says "starting".
+    # Its own store: the backfill writes from its thread while the batches write theirs.
+    backfill = BackgroundBackfill(Backfill(spark, settings,
+                                           history=open_history(settings.history_url),
+                                           report=job.status.report_backfill))
+    job.symbols_seen = backfill.seen
     server = metrics.serve(settings.spark_metrics_port, settings.metrics_address,
                            SparkCollector(job.status.snapshot))
     try:
-        # Before the queries: the backfill ends where the live range begins.
-        Backfill(spark, settings, history=history).run()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: job.request_stop())
+        # It ends each symbol's history at the minute it starts, where the live range begins.
+        backfill.start()
         return job.run()
     finally:
+        backfill.stop()
+        backfill.backfill.history.close()
         if server:
             server.close()
         # Under spark-submit the JVM may have shut down first (it got the signal too).

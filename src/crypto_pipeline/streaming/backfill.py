@@ -1,5 +1,5 @@
-"""History from the first second: the last BACKFILL_HOURS of aggregates, computed from
-one-minute klines before the live queries start.
+"""History from the first minutes: the last BACKFILL_HOURS of aggregates, computed from
+one-minute klines in a thread of the Spark job's driver while the live queries run.
 
 Klines come from Binance (`binance_klines`, the producer's client rules) or BACKFILL_FILE;
 each replays as four ticks (`Kline.ticks`, source `backfill`, the candle's volume spread
@@ -9,17 +9,31 @@ DataFrame, so a backfilled window has the live record's shape and meaning. Its
 dashboard's freshness does not call a backfill "live".
 
 Where backfill and live data meet, each window has one source: the backfill writes only
-whole windows that end by `until` (the start of the current minute, when the live range
+whole windows that end by `until` (the start of the minute it began, when the live range
 begins) and start at or after the range it fetched, and only where the history store has
 no value yet; the live job's value always wins. After a restart with history present, a
-symbol is fetched only from after its newest window: the gap. The windows written also
-go to OUTPUT_TOPIC, so a dashboard already running shows them.
+symbol is fetched only from after its newest window that ended by then: the gap. The
+windows written also go to OUTPUT_TOPIC, so a dashboard already running shows them.
+
+At scale (24 h of 2,000 symbols is about 4,000 requests of weight 2, more than Binance's
+6,000 a minute) the requests are paced by the weight Binance reports, so no 429 comes;
+symbols are fetched and aggregated a few dozen at a time, so memory stays bounded and
+the history grows while it runs; progress (symbols done, requests, weight used, time
+left) goes to the log and to the job's status file. Why in the driver, beside the live
+queries, rather than before them or in the producer: live data must not wait minutes
+for history, the producer has no Spark to run the live job's transform with, and a
+symbol the live data brings later (a new listing) is backfilled when it first appears
+(`BackgroundBackfill.seen`), which only the job can notice. Its Spark jobs run in a pool
+of their own under the FAIR scheduler (streaming/app.py), so micro-batches get their
+share of the cores meanwhile.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -27,12 +41,14 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from kafka.errors import KafkaError
 
-from crypto_pipeline.binance.klines import Kline, read_klines
+from crypto_pipeline.binance.klines import TICK_OFFSETS, Kline, read_klines
 from crypto_pipeline.binance.klines_client import KlinesClient
+from crypto_pipeline.binance.listing import NoMatchError, resolve_at_start
 from crypto_pipeline.binance.rest import BinanceError
 from crypto_pipeline.core.history import HistoryStore, open_history
 from crypto_pipeline.core.schema import TICK_FIELDS, Tick, aggregate_key, spark_schema
 from crypto_pipeline.core.settings import Settings
+from crypto_pipeline.core.status import BackfillProgress, State
 from crypto_pipeline.kafka_io.keyed_records import DeliveryFailed, send_confirmed
 
 log = logging.getLogger(__name__)
@@ -41,6 +57,15 @@ SOURCE = "backfill"
 # Ticks as `valid_ticks` hands them to the aggregation: event_time already a timestamp.
 _TICK_COLUMNS = tuple(f._replace(type="timestamp") if f.name == "event_time" else f
                       for f in TICK_FIELDS)
+# Klines aggregated in one Spark job (about 70 symbols of 24 h): memory stays bounded
+# and the history store fills while the backfill goes on.
+CHUNK_KLINES = 100_000
+PROGRESS_LOG_SECONDS = 10.0
+SCHEDULER_POOL = "backfill"
+
+
+class BackfillStopped(Exception):
+    """The job is stopping: the backfill ends where it is."""
 
 
 @dataclass(frozen=True)
@@ -76,16 +101,39 @@ def backfill_ticks(klines: Iterable[Kline]) -> list[Tick]:
     return ticks
 
 
-def window_records(spark, ticks: Sequence[Tick], starts: Mapping[str, datetime],
+def tick_rows(klines: Iterable[Kline]):
+    """`backfill_ticks` as a pandas frame of the tick columns (Spark takes it through
+    Arrow, far faster than Tick objects row by row); the same prices, times and
+    quantities."""
+    import pandas as pd
+
+    columns: dict[str, list] = {"symbol": [], "price": [], "event_time": [], "quantity": []}
+    for kline in klines:
+        middle = (kline.low, kline.high) if kline.close >= kline.open else \
+            (kline.high, kline.low)
+        share = kline.volume / len(TICK_OFFSETS)
+        for price, offset in zip((kline.open, *middle, kline.close), TICK_OFFSETS):
+            columns["symbol"].append(kline.symbol)
+            columns["price"].append(float(price))
+            columns["event_time"].append(kline.open_time + offset)
+            columns["quantity"].append(share)
+    frame = pd.DataFrame(columns)
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    frame["source"] = SOURCE
+    frame["event_id"] = None
+    return frame[[f.name for f in _TICK_COLUMNS]]
+
+
+def window_records(spark, klines: Sequence[Kline], starts: Mapping[str, datetime],
                    until: datetime, settings: Settings) -> list[tuple[str, str]]:
-    """(key, value) of every whole window of `ticks` from the symbol's start up to `until`,
-    as the live job writes them, oldest first."""
+    """(key, value) of every whole window of the klines' ticks from the symbol's start up
+    to `until`, as the live job writes them, oldest first."""
     from pyspark.sql import functions as F
 
     from crypto_pipeline.streaming.transforms import aggregate_records, aggregate_windows
 
-    rows = [tuple(getattr(tick, f.name) for f in _TICK_COLUMNS) for tick in ticks]
-    frame = spark.createDataFrame(rows, spark_schema(_TICK_COLUMNS))
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    frame = spark.createDataFrame(tick_rows(klines), spark_schema(_TICK_COLUMNS))
     first = F.create_map(*[F.lit(value) for symbol, start in starts.items()
                            for value in (symbol, start)])
     windows = (aggregate_windows(frame, settings)
@@ -98,84 +146,140 @@ def window_records(spark, ticks: Sequence[Tick], starts: Mapping[str, datetime],
 
 class Backfill:
     def __init__(self, spark, settings: Settings, *, history: HistoryStore | None = None,
-                 wait: Callable[[float], None] = time.sleep):
+                 wait: Callable[[float], None] = time.sleep,
+                 report: Callable[[BackfillProgress], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time):
         self.spark = spark
         self.settings = settings
         self.history = history or open_history(settings.history_url)
-        self._wait = wait
+        self.progress = BackfillProgress()
+        self.done: set[str] = set()  # symbols whose backfill was tried
+        self.wait = wait  # how it pauses (for the weight budget, a Retry-After)
+        self._report = report or (lambda progress: None)
+        self._clock = clock
+        self._wall_clock = wall_clock  # whose minutes the request weight is paced in
+        self._began = clock()
+        self._logged_at = 0.0
 
     def run(self, now: datetime | None = None) -> BackfillResult | None:
-        """Fill the history store; None when there was nothing to fetch or the klines
-        could not be had (logged in one line). Never raises for Binance, Kafka or the
-        history store: the live job starts all the same."""
+        """Fill the history store for SYMBOLS (or BACKFILL_FILE's symbols); None when
+        there was nothing to fetch or the klines could not be had (logged in one line).
+        Never raises for Binance, Kafka or the history store: the live job goes on all
+        the same. BackfillStopped when `wait` says the job stops."""
         if not self.settings.backfill_enabled:
             log.info("backfill off (BACKFILL_ENABLED=false)")
+            self.finish(State.STOPPED, "off (BACKFILL_ENABLED=false)")
             return None
-        began = time.monotonic()
         until = minute_floor(now or datetime.now(timezone.utc))
+        if self.settings.backfill_file is not None:
+            return self._guarded(lambda: self._from_file(until))
+        return self._guarded(lambda: self._from_binance(None, until))
+
+    def fill(self, symbols: Iterable[str], now: datetime | None = None) -> BackfillResult | None:
+        """The history of symbols that joined while the job ran (a new listing): the
+        whole span before the minute they were seen, where the store has no window yet."""
+        until = minute_floor(now or datetime.now(timezone.utc))
+        return self._guarded(lambda: self._from_binance(sorted(symbols), until))
+
+    # --- the work ----------------------------------------------------------------------
+
+    def _guarded(self, work: Callable[[], BackfillResult | None]) -> BackfillResult | None:
         try:
-            klines, starts, until = self._klines(until)
-            if not starts:
-                log.info("backfill: nothing to fetch, the history store already covers "
-                         "the last %g hours up to %s", self.settings.backfill_hours,
-                         until.isoformat())
-                return None
-            if not klines:
-                log.info("backfill: no klines of %s up to %s", ", ".join(sorted(starts)),
-                         until.isoformat())
-                return None
-            records = window_records(self.spark, backfill_ticks(klines), starts, until,
-                                     self.settings)
-            written = self._write(records)
+            return work()
         except BinanceError as err:
-            log.warning("backfill skipped: %s; the job starts without that history "
+            log.warning("backfill skipped: %s; the job goes on without that history "
                         "(BACKFILL_FILE reads klines from a file, BACKFILL_ENABLED=false "
                         "turns the backfill off)", err)
-            return None
+            self.finish(State.FAILED, str(err))
+        except NoMatchError as err:
+            log.warning("backfill skipped: %s", err)
+            self.finish(State.FAILED, str(err))
         except (KafkaError, DeliveryFailed, *self.history.errors, OSError, ValueError) as err:
-            log.error("backfill stopped: %s: %s; the job starts without it",
+            log.error("backfill stopped: %s: %s; the job goes on without it",
                       type(err).__name__, err)
-            return None
-        result = BackfillResult(len(klines), written, len(records) - written,
-                                time.monotonic() - began)
-        log.info("backfill: %d klines of %s up to %s -> %d windows written (%d already "
-                 "there) in %.1f s", result.klines, ", ".join(sorted(starts)),
-                 until.isoformat(), result.windows, result.already_there, result.seconds)
-        return result
+            self.finish(State.FAILED, f"{type(err).__name__}: {err}")
+        return None
 
-    def _klines(self, until: datetime) -> tuple[list[Kline], dict[str, datetime], datetime]:
-        """The klines to aggregate, where each symbol's windows begin, and the end."""
+    def _from_file(self, until: datetime) -> BackfillResult | None:
+        began = self._clock()
         span = timedelta(hours=self.settings.backfill_hours)
-        newest = self.history.newest_window_starts()
-        path = self.settings.backfill_file
-        if path is not None:
-            every = list(read_klines(path))
-            if every:
-                until = min(until, minute_floor(every[-1].open_time) + timedelta(minutes=1))
-            starts = fill_starts({k.symbol for k in every}, newest, until - span, until,
-                                 self.settings)
-            chosen = [k for k in every if k.symbol in starts
-                      and starts[k.symbol] <= k.open_time < until]
-            return chosen, starts, until
-        starts = fill_starts(self.settings.symbols, newest, until - span, until, self.settings)
+        every = list(read_klines(self.settings.backfill_file))
+        if every:
+            until = min(until, minute_floor(every[-1].open_time) + timedelta(minutes=1))
+        newest = self.history.newest_window_starts(ended_by=until)
+        starts = fill_starts({k.symbol for k in every}, newest, until - span, until,
+                             self.settings)
+        self.done |= {k.symbol for k in every}
+        if not starts:
+            return self._nothing(until)
+        chosen = [k for k in every if k.symbol in starts
+                  and starts[k.symbol] <= k.open_time < until]
+        self._start_progress(len(starts))
+        written, there = self._aggregate(chosen, starts, until)
+        self.progress.symbols_done = len(starts)
+        return self._result(len(chosen), written, there, began, starts, until)
+
+    def _from_binance(self, joined: list[str] | None, until: datetime) -> BackfillResult | None:
+        """Klines from Binance for SYMBOLS (`joined` None: the gap since each symbol's
+        newest window) or for symbols that joined (their whole span)."""
+        began = self._clock()
+        span = timedelta(hours=self.settings.backfill_hours)
         client = KlinesClient(self.settings.binance_base_url,
                               self.settings.http_connect_timeout_seconds,
-                              self.settings.http_read_timeout_seconds)
+                              self.settings.http_read_timeout_seconds, clock=self._wall_clock)
         try:
-            chosen = []
-            for symbol, start in list(starts.items()):
+            if joined is None:
+                symbols = resolve_at_start(self.settings.symbols, client)
+                newest = self.history.newest_window_starts(ended_by=until)
+            else:
+                symbols, newest = joined, {}
+            self.done |= set(symbols)
+            starts = fill_starts(symbols, newest, until - span, until, self.settings)
+            if not starts:
+                return self._nothing(until)
+            self._start_progress(len(starts), client)
+            klines, chunk, written, there, fetched = [], {}, 0, 0, 0
+            for symbol, start in starts.items():
                 try:
-                    chosen += client.klines(symbol, start, until, self._wait)
+                    got = list(client.klines(symbol, start, until, self.wait))
                 except BinanceError as err:
                     # Rejected (an unknown symbol): the others may still be had. Any other
                     # fault (unreachable, rate-limited past waiting) holds for all of them.
                     if err.kind != "rejected":
                         raise
                     log.warning("backfill: no klines for %s: %s", symbol, err)
-                    del starts[symbol]
-            return chosen, starts, until
+                    got = []
+                klines += got
+                if got:
+                    chunk[symbol] = start
+                self.progress.symbols_done += 1
+                self._tick(client)
+                if len(klines) >= CHUNK_KLINES:
+                    new, old = self._aggregate(klines, chunk, until)
+                    written, there, fetched = written + new, there + old, fetched + len(klines)
+                    klines, chunk = [], {}
+            if klines:
+                new, old = self._aggregate(klines, chunk, until)
+                written, there, fetched = written + new, there + old, fetched + len(klines)
+            if not fetched:
+                log.info("backfill: no klines of %s up to %s", _names(starts), until.isoformat())
+                self.finish(State.FINISHED)
+                return None
+            return self._result(fetched, written, there, began, starts, until)
         finally:
             client.close()
+
+    def _aggregate(self, klines: list[Kline], starts: Mapping[str, datetime],
+                   until: datetime) -> tuple[int, int]:
+        """Windows of these klines into the history store and OUTPUT_TOPIC: (written,
+        already there)."""
+        records = window_records(self.spark, klines, starts, until, self.settings)
+        written = self._write(records)
+        self.progress.klines += len(klines)
+        self.progress.windows_written += written
+        self._report(self.progress)
+        return written, len(records) - written
 
     def _write(self, records: list[tuple[str, str]]) -> int:
         """Into the history store where the window is new, then to OUTPUT_TOPIC."""
@@ -186,3 +290,124 @@ class Backfill:
             send_confirmed(self.settings, self.settings.output_topic,
                            [(key, values[key].encode()) for key in new])
         return len(new)
+
+    # --- progress ----------------------------------------------------------------------
+
+    def _start_progress(self, symbols: int, client: KlinesClient | None = None) -> None:
+        self._began = self._clock()
+        self._logged_at = self._clock()
+        self.progress = BackfillProgress(
+            state=State.RUNNING.value, symbols_total=symbols, started_at=time.time(),
+            weight_limit=client.weight_limit if client else None)
+        self._report(self.progress)
+
+    def _tick(self, client: KlinesClient) -> None:
+        """After each symbol: the counts, the estimate, a log line now and then."""
+        progress = self.progress
+        progress.requests = client.requests
+        progress.weight_used = client.pacer.used
+        elapsed = self._clock() - self._began
+        left = progress.symbols_total - progress.symbols_done
+        progress.seconds_left = round(elapsed / max(1, progress.symbols_done) * left, 1)
+        self._report(progress)
+        if self._clock() - self._logged_at >= PROGRESS_LOG_SECONDS:
+            self._logged_at = self._clock()
+            log.info("backfill: %s", progress.summary())
+
+    def _nothing(self, until: datetime) -> None:
+        log.info("backfill: nothing to fetch, the history store already covers the last "
+                 "%g hours up to %s", self.settings.backfill_hours, until.isoformat())
+        self.finish(State.FINISHED)
+        return None
+
+    def _result(self, klines: int, written: int, there: int, began: float,
+                starts: Mapping[str, datetime], until: datetime) -> BackfillResult:
+        result = BackfillResult(klines, written, there, self._clock() - began)
+        self.finish(State.FINISHED)
+        log.info("backfill: %d klines of %s up to %s -> %d windows written (%d already "
+                 "there) in %.1f s", result.klines, _names(starts), until.isoformat(),
+                 result.windows, result.already_there, result.seconds)
+        return result
+
+    def finish(self, state: State, error: str | None = None) -> None:
+        self.progress.state = state.value
+        self.progress.seconds_left = 0.0 if state == State.FINISHED else None
+        self.progress.last_error = error
+        self._report(self.progress)
+
+
+def _names(symbols: Iterable[str], shown: int = 10) -> str:
+    names = sorted(symbols)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+class BackgroundBackfill:
+    """The backfill in a thread of the driver, beside the live queries: SYMBOLS first,
+    then any symbol the live data brings that it has not done (`seen`, called from the
+    job's batches), each once."""
+
+    def __init__(self, backfill: Backfill):
+        self.backfill = backfill
+        self._stop = threading.Event()
+        self._joined: queue.Queue[set[str]] = queue.Queue()
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="backfill", daemon=True)
+        backfill.wait = self._wait
+
+    def start(self) -> "BackgroundBackfill":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._joined.put(set())
+        if self._thread.is_alive():
+            # A chunk being aggregated would hold the stop up: Spark drops its tasks.
+            self.backfill.spark.sparkContext.cancelJobGroup(SCHEDULER_POOL)
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def seen(self, symbols: Iterable[str]) -> None:
+        """Symbols in a batch of live aggregates: those new to the job are backfilled."""
+        with self._lock:
+            new = set(symbols) - self._known
+            self._known |= new
+        if new:
+            self._joined.put(new)
+
+    def _wait(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise BackfillStopped
+
+    def _run(self) -> None:
+        context = self.backfill.spark.sparkContext
+        context.setLocalProperty("spark.scheduler.pool", SCHEDULER_POOL)
+        context.setJobGroup(SCHEDULER_POOL, "the backfill's windows", interruptOnCancel=True)
+        try:
+            self.backfill.run()
+            if not self.backfill.settings.backfill_enabled or \
+                    self.backfill.settings.backfill_file is not None:
+                return
+            while not self._stop.is_set():
+                joined = self._joined.get()
+                while not self._joined.empty():
+                    joined |= self._joined.get_nowait()
+                joined -= self.backfill.done
+                if joined and not self._stop.is_set():
+                    log.info("backfill: %d symbols joined (%s): fetching their last %g "
+                             "hours", len(joined), _names(joined),
+                             self.backfill.settings.backfill_hours)
+                    self.backfill.fill(joined)
+        except BackfillStopped:
+            self.backfill.finish(State.STOPPED)
+            log.info("backfill stopped with the job: %s", self.backfill.progress.summary())
+        except Exception:  # noqa: BLE001 - the live job goes on; the cause is logged
+            if self._stop.is_set():
+                log.info("backfill stopped with the job: %s", self.backfill.progress.summary())
+            else:
+                log.exception("the backfill thread failed; the live job goes on without it")

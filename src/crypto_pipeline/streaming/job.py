@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from py4j.protocol import Py4JError
 from pyspark.errors import StreamingQueryException
@@ -27,7 +27,7 @@ from crypto_pipeline.core.errors import one_line
 from crypto_pipeline.core.history import HistoryStore, open_history
 from crypto_pipeline.core.schema import format_time, parse_time
 from crypto_pipeline.core.settings import EXIT_CONFIG_ERROR, Settings
-from crypto_pipeline.core.status import SparkStatus, State
+from crypto_pipeline.core.status import BackfillProgress, SparkStatus, State
 from crypto_pipeline.kafka_io.clients import spark_options
 from crypto_pipeline.kafka_io.keyed_records import send_confirmed
 from crypto_pipeline.streaming.transforms import (
@@ -71,9 +71,13 @@ _STOP_POLL_SECONDS = 1.0
 
 class StreamingJob:
     def __init__(self, spark: SparkSession, settings: Settings,
-                 history: HistoryStore | None = None):
+                 history: HistoryStore | None = None, *,
+                 symbols_seen: Callable[[Iterable[str]], None] | None = None):
+        """`symbols_seen`: told the symbols of each batch's aggregates (the backfill
+        fetches the history of one it has not seen)."""
         self.spark = spark
         self.settings = settings
+        self.symbols_seen = symbols_seen
         self.history = history or open_history(settings.history_url)
         self.alerts = SpikeAlerts(settings, self.history)
         self.aggregates_name = f"aggregates to {settings.output_topic}"
@@ -206,6 +210,8 @@ class StreamingJob:
         rows = [json.loads(value) for _, value in records]
         self.history.upsert(rows)
         self.alerts.check(rows)
+        if self.symbols_seen is not None:
+            self.symbols_seen({row["symbol"] for row in rows})
         self.status.count_emitted(len(records))
         log.debug("batch %d: %d aggregates written", batch_id, len(records))
 
@@ -246,6 +252,12 @@ class StatusReporter(StreamingQueryListener):
         """The status as it is now (a copy: the listener goes on changing its own)."""
         with self._lock:
             return dataclasses.replace(self._status)
+
+    def report_backfill(self, progress: BackfillProgress) -> None:
+        """The backfill's progress, from its thread (a copy: it goes on changing its own)."""
+        with self._lock:
+            self._status.backfill = dataclasses.replace(progress)
+            self._write()
 
     def count_emitted(self, rows: int) -> None:
         with self._lock:

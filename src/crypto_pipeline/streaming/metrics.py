@@ -46,4 +46,12 @@ class SparkCollector:
                         "topic", status.dlq_rows)
         metrics.counter("aggregates_emitted_total", "window aggregates written to the "
                         "output topic", status.emitted_rows)
+        backfill = status.backfill
+        metrics.gauge("backfill_symbols_left", "symbols the backfill has yet to fetch",
+                      None if backfill is None
+                      else backfill.symbols_total - backfill.symbols_done)
+        metrics.counter("backfill_requests_total", "klines requests the backfill made",
+                        backfill.requests if backfill else 0)
+        metrics.counter("backfill_windows_total", "windows the backfill wrote",
+                        backfill.windows_written if backfill else 0)
         return metrics.families

@@ -12,7 +12,9 @@ import logging
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
+
+import numpy as np
 
 from crypto_pipeline.core.history.url import mask_password
 
@@ -102,6 +104,10 @@ class PostgresEngine:
 
     def from_db(self, value: datetime) -> datetime:
         return value.astimezone(timezone.utc)
+
+    def epoch_seconds(self, values: Sequence[Any]) -> np.ndarray:
+        """Stored times as epoch seconds (NaN for none)."""
+        return np.array([v.timestamp() if v is not None else np.nan for v in values])
 
     def is_transient(self, error: BaseException) -> bool:
         text = str(error).lower()

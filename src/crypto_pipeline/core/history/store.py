@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
+import numpy as np
+
 from crypto_pipeline.core.history import schema
 from crypto_pipeline.core.history.schema import AGGREGATES, ALERTS, TABLES, Table
 from crypto_pipeline.core.schema import Field, parse_time
@@ -42,6 +44,7 @@ class Engine(Protocol):
     def indexes(self, cursor: Any) -> set[str]: ...
     def to_db(self, moment: datetime) -> Any: ...
     def from_db(self, value: Any) -> datetime: ...
+    def epoch_seconds(self, values: Sequence[Any]) -> np.ndarray: ...
     def is_transient(self, error: BaseException) -> bool: ...
     def close(self) -> None: ...
 
@@ -211,15 +214,40 @@ class HistoryStore:
         return self.read(AGGREGATES, " AND ".join(conditions), params,
                          order_by=("window_start", "symbol"))
 
-    def newest_window_starts(self) -> dict[str, datetime]:
-        """Per symbol, the start of its newest window in the store."""
+    def newest_window_starts(self, ended_by: datetime | None = None) -> dict[str, datetime]:
+        """Per symbol, the start of its newest window in the store (of those that ended
+        by `ended_by`, when given)."""
         if not self.engine.exists():
             return {}
+        where, params = ('WHERE "window_end" <= ? ', [self._time(ended_by)]) \
+            if ended_by is not None else ("", [])
         with self._cursor() as cursor:
-            rows = cursor.execute(
-                'SELECT "symbol", max("window_start") FROM "aggregates" GROUP BY "symbol"'
-            ).fetchall()
+            rows = cursor.execute(self._sql(
+                f'SELECT "symbol", max("window_start") FROM "aggregates" {where}'
+                f'GROUP BY "symbol"'), params).fetchall()
         return {symbol: self.engine.from_db(start) for symbol, start in rows}
+
+    def iter_arrays(self, since: datetime | None = None, rows_per_chunk: int = 50_000
+                    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Aggregates (latest value per window) from `since` on, in chunks, symbol by
+        symbol and each oldest window first: (the symbols, one row of numbers each: the
+        other fields in AGGREGATE_FIELDS' order, times as epoch seconds, NaN where
+        none). Millions of windows, read without a dict or datetime per window."""
+        if not self.engine.exists():
+            return
+        where, params = ('"window_start" >= ?', [self._time(since)]) if since is not None \
+            else ("", [])
+        text = self._sql(schema.select(AGGREGATES, where, order_by=AGGREGATES.key))
+        numbers = AGGREGATES.fields[1:]
+        with self._cursor() as cursor:
+            cursor.execute(text, params)
+            while rows := cursor.fetchmany(rows_per_chunk):
+                columns = list(zip(*rows))
+                matrix = np.empty((len(rows), len(numbers)))
+                for i, (column, values) in enumerate(zip(numbers, columns[1:])):
+                    matrix[:, i] = self.engine.epoch_seconds(values) \
+                        if column.type == "timestamp" else np.array(values, dtype=float)
+                yield list(columns[0]), matrix
 
     def newest_emitted_at(self) -> datetime | None:
         """When the newest aggregate was written, or None when there is none."""

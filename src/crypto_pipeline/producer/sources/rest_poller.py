@@ -1,4 +1,8 @@
-"""PRICE_SOURCE=binance: Binance's REST ticker, one request for every symbol per poll."""
+"""PRICE_SOURCE=binance: Binance's REST ticker, one request for every symbol per poll.
+
+With plain names the request names them; with patterns in SYMBOLS it asks for every
+symbol Binance has (the same weight, an answer of a few hundred kilobytes) and keeps the
+ones SYMBOLS matched, so the request stays one however many there are."""
 
 from __future__ import annotations
 
@@ -45,7 +49,8 @@ class BinancePoller:
                  wall_clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random):
         self.settings = settings
-        self.symbols = settings.symbols
+        self.symbols = settings.symbol_names
+        self.every = bool(settings.symbol_patterns)
         self.client = client or BinanceRestClient(settings.binance_base_url,
                                                   settings.http_connect_timeout_seconds,
                                                   settings.http_read_timeout_seconds)
@@ -56,9 +61,15 @@ class BinancePoller:
         self._failures = 0
         self._answered = False
 
+    def update_symbols(self, symbols: tuple[str, ...]) -> None:
+        """Poll these from the next poll on (SYMBOLS' patterns matched again)."""
+        self.symbols = tuple(symbols)
+
     def batches(self, stop: threading.Event) -> Iterator[list[Tick]]:
         log.info("polling %s every %g s for %s", self.client.base_url,
-                 self.settings.poll_interval_seconds, ",".join(self.symbols))
+                 self.settings.poll_interval_seconds,
+                 f"{len(self.symbols)} symbols (every price, kept for those SYMBOLS matched)"
+                 if self.every else ",".join(self.symbols))
         schedule = FixedRate(self.settings.poll_interval_seconds, self._clock())
         not_before = 0.0
         try:
@@ -81,7 +92,7 @@ class BinancePoller:
         self.status.polls += 1
         self.status.last_poll_at = now_utc()
         try:
-            batch = self.client.ticker_prices(self.symbols)
+            batch = self.client.ticker_prices(self.symbols, every=self.every)
         except BinanceError as err:
             if isinstance(err, UnknownSymbolError) and not self._answered:
                 self.status.last_error = str(err)

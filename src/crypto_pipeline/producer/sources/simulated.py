@@ -29,15 +29,23 @@ class SimulatedSource:
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic,
                  seed: int | None = None):
-        self.symbols = settings.symbols
+        self.symbols = settings.symbol_names
         self.interval = settings.poll_interval_seconds
         self.status = SourceStatus()
         self.prices = {symbol: self.START_PRICE for symbol in self.symbols}
         self._clock = clock
         self._rng = random.Random(seed)
 
+    def update_symbols(self, symbols: tuple[str, ...]) -> None:
+        """Walk these from now on: a new one starts at START_PRICE."""
+        self.symbols = tuple(symbols)
+        self.prices = {symbol: self.prices.get(symbol, self.START_PRICE)
+                       for symbol in self.symbols}
+
     def batches(self, stop: threading.Event) -> Iterator[list[Tick]]:
-        log.info("simulating %s (random walk, not market data)", ",".join(self.symbols))
+        log.info("simulating %d symbols (random walk, not market data): %s",
+                 len(self.symbols), ",".join(self.symbols[:20])
+                 + (",..." if len(self.symbols) > 20 else ""))
         schedule = FixedRate(self.interval, self._clock())
         while not stop.is_set():
             yield from idle_until(schedule.due, stop, self._clock)

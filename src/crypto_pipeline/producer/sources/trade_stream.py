@@ -6,10 +6,19 @@ connections both delivered (the 24-hour rollover); a trade above it by more than
 means trades were missed (a reconnect), and those are fetched from the REST trade
 history before it goes on. After a restart the last ids come from Kafka
 (`kafka_io.readback`), so trades missed while the producer was down are filled too.
+
+When SYMBOLS' patterns match a different set (a listing, a halt), the connections that
+carry a symbol that left unsubscribe it and those with room subscribe the new ones, on
+the open connections (Binance's SUBSCRIBE / UNSUBSCRIBE): no stream that stays is cut,
+so none of them has a gap to fill. Only symbols beyond every connection's room take a new
+connection, and a connection left with no symbol is closed. Reconnecting every connection
+instead would cost one of Binance's 300 connection attempts per 5 minutes each, and a
+gap in every symbol.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -28,13 +37,16 @@ from crypto_pipeline.binance.ws import (
     SOURCE,
     BadMessage,
     CombinedStream,
+    ConnectionAttempts,
     StreamEvent,
-    combined_stream_urls,
+    groups,
     parse_trade,
+    shown_url,
 )
 from crypto_pipeline.core.schema import Tick
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import State
+from crypto_pipeline.core.symbols import changes
 from crypto_pipeline.producer.sources.base import (
     HEARTBEAT_SECONDS,
     STATE_BY_FAULT,
@@ -66,31 +78,81 @@ class BinanceTradeStream:
     def __init__(self, settings: Settings, *, lifetime: float = CONNECTION_LIFETIME_SECONDS,
                  renew_before: float = RENEW_BEFORE_SECONDS, overlap: float = OVERLAP_SECONDS,
                  streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
+                 attempts: ConnectionAttempts | None = None,
                  clock: Callable[[], float] = time.monotonic):
-        self.symbols = settings.symbols
+        self.symbols = settings.symbol_names
         self.base_url = settings.binance_ws_url
         self.status = SourceStatus()
+        self.per_connection = streams_per_connection
+        self.attempts = attempts or ConnectionAttempts()
         self._inbox: queue.Queue = queue.Queue()
-        urls = combined_stream_urls(self.base_url, self.symbols, streams_per_connection)
-        self._streams = [CombinedStream(url, self._inbox.put,
-                                        open_timeout=settings.http_connect_timeout_seconds,
-                                        lifetime=lifetime, renew_before=renew_before,
-                                        overlap=overlap, clock=clock,
-                                        name=f"binance-ws-{number}")
-                         for number, url in enumerate(urls, start=1)]
+        self._stream_options = {"open_timeout": settings.http_connect_timeout_seconds,
+                                "attempts": self.attempts, "lifetime": lifetime,
+                                "renew_before": renew_before, "overlap": overlap,
+                                "clock": clock}
+        self._numbers = itertools.count(1)
+        self._streams = [self._new_stream(group)
+                         for group in groups(self.symbols, self.per_connection)]
+        self._started = False
+        self._retired: list[CombinedStream] = []  # stopped: their symbols all left
         self._wanted = frozenset(self.symbols)
+        # Symbols that left: a trade of theirs still in flight is dropped without a word.
+        self._left: set[str] = set()
         self._last_id: dict[str, int] = {}  # per symbol, the last trade id let through
         self._history = TradesClient(settings.binance_base_url,
                                      settings.http_connect_timeout_seconds,
                                      settings.http_read_timeout_seconds)
-        self._down: set[str] = set()  # URLs without a connection
+        self._down: set[str] = set()  # streams (by name) without a connection
         self._clock = clock
         self._bad_unlogged = 0
         self._bad_logged_at: float | None = None
 
+    def _new_stream(self, symbols: list[str]) -> CombinedStream:
+        return CombinedStream(self.base_url, symbols, self._inbox.put,
+                              name=f"binance-ws-{next(self._numbers)}", **self._stream_options)
+
+    @property
+    def connections(self) -> int:
+        return len(self._streams)
+
     @property
     def resume_keys(self) -> tuple[str, ...]:
         return self.symbols
+
+    def update_symbols(self, symbols: tuple[str, ...]) -> None:
+        """Carry the trades of these from now on: the symbols that left are unsubscribed
+        where they are, the new ones subscribed where there is room, on new connections
+        beyond it (SUBSCRIBE on open connections: the others are not interrupted)."""
+        joined, left = changes(self.symbols, symbols)
+        self.symbols = tuple(symbols)
+        self._wanted = frozenset(symbols)
+        self._left = (self._left | set(left)) - set(joined)
+        for symbol in left:
+            self._last_id.pop(symbol, None)  # back one day, it starts afresh
+        gone, waiting = set(left), list(joined)
+        kept = []
+        for stream in self._streams:
+            current = stream.symbols
+            remove = [s for s in current if s in gone]
+            room = self.per_connection - (len(current) - len(remove))
+            add, waiting = waiting[:room], waiting[room:]
+            if len(remove) == len(current) and not add:
+                stream.stop()  # nothing left to carry
+                self._retired.append(stream)
+                self._down.discard(stream.name)
+                continue
+            if add or remove:
+                stream.update(add, remove)
+            kept.append(stream)
+        new = [self._new_stream(group) for group in groups(waiting, self.per_connection)]
+        self._streams = kept + new
+        if self._started:
+            for stream in new:
+                stream.start()
+        if self._started and (joined or left):
+            log.info("trade streams: %d subscribed, %d unsubscribed, %d new connection%s; "
+                     "%d symbols on %d connections", len(joined), len(left), len(new),
+                     "" if len(new) == 1 else "s", len(self.symbols), len(self._streams))
 
     def resume(self, positions: dict[str, int]) -> None:
         """Go on after the last trade of each symbol Kafka holds (read back at start)."""
@@ -102,9 +164,11 @@ class BinanceTradeStream:
                      len(self.symbols))
 
     def batches(self, stop: threading.Event) -> Iterator[list[Tick]]:
-        log.info("streaming the trades of %s from %s over %d connection%s",
-                 ",".join(self.symbols), self.base_url,
-                 len(self._streams), "" if len(self._streams) == 1 else "s")
+        shown = ",".join(self.symbols) if len(self.symbols) <= 20 else \
+            f"{len(self.symbols)} symbols"
+        log.info("streaming the trades of %s from %s over %d connection%s", shown,
+                 self.base_url, len(self._streams), "" if len(self._streams) == 1 else "s")
+        self._started = True
         for stream in self._streams:
             stream.start()
         try:
@@ -117,10 +181,11 @@ class BinanceTradeStream:
             self._history.close()
 
     def _stop_streams(self) -> None:
-        for stream in self._streams:
+        every = self._streams + self._retired
+        for stream in every:
             stream.stop()
-        for stream in self._streams:
-            stream.join(self._streams[0].open_timeout + 2 * CLOSE_TIMEOUT_SECONDS)
+        for stream in every:
+            stream.join(stream.open_timeout + 2 * CLOSE_TIMEOUT_SECONDS)
 
     def _take(self, block: bool) -> list[Tick]:
         """The new trades in the queue (waiting up to a heartbeat for the first one)."""
@@ -144,10 +209,13 @@ class BinanceTradeStream:
         self.status.polls += 1
         self.status.last_poll_at = now_utc()
         try:
-            tick = parse_trade(message, self._wanted)
+            tick = parse_trade(message, self._wanted | self._left if self._left
+                               else self._wanted)
         except BadMessage as err:
             self._bad(str(err))
             return
+        if tick.symbol not in self._wanted:
+            return  # unsubscribed: sent before Binance took the UNSUBSCRIBE
         self.status.last_success_at = self.status.last_poll_at
         last = self._last_id.get(tick.symbol)
         if last is not None and tick.position <= last:
@@ -191,36 +259,41 @@ class BinanceTradeStream:
             self._bad_unlogged, self._bad_logged_at = 0, now
 
     def _on_event(self, event: StreamEvent) -> None:
+        url = shown_url(event.url)
         if event.kind == "connected":
-            if event.url in self._down:
-                log.info("connected again to %s", event.url)
+            if event.name in self._down:
+                log.info("connected again to %s", url)
             else:
-                log.info("connected to %s", event.url)
-            self._down.discard(event.url)
+                log.info("connected to %s", url)
+            self._down.discard(event.name)
             if not self._down:
                 self.status.state = State.OK
         elif event.kind == "replaced":
             log.info("replaced the connection to %s before its lifetime ended (%s)",
-                     event.url, event.detail)
+                     url, event.detail)
         elif event.kind == "renew-failed":
             self.status.errors["connection"] += 1
             log.warning("cannot open the connection to replace the one to %s before its "
                         "lifetime ends (%s); it goes on meanwhile; next try in %.1f s",
-                        event.url, event.detail, event.retry_in)
+                        url, event.detail, event.retry_in)
+        elif event.kind == "subscribe-failed":
+            self.status.errors["subscribe"] += 1
+            self.status.last_error = f"Binance refused a subscription on {url}: {event.detail}"
+            log.warning("%s", self.status.last_error)
         elif event.kind == "dropped":
-            self._fault("dropped", f"the connection to {event.url} dropped ({event.detail})",
+            self._fault("dropped", f"the connection to {url} dropped ({event.detail})",
                         event)
         else:
             restricted = event.status == RESTRICTED_LOCATION
             self._fault(
                 "restricted-location" if restricted else "connection",
-                f"cannot connect to Binance's trade stream at {event.url} ({event.detail})"
+                f"cannot connect to Binance's trade stream at {url} ({event.detail})"
                 + ("; Binance refuses this location: set BINANCE_WS_URL to "
                    "wss://data-stream.binance.vision, or use PRICE_SOURCE=replay or simulated"
                    if restricted else ""), event)
 
     def _fault(self, kind: str, message: str, event: StreamEvent) -> None:
-        self._down.add(event.url)
+        self._down.add(event.name)
         self.status.state = STATE_BY_FAULT.get(kind, State.BINANCE_UNREACHABLE)
         self.status.errors[kind] += 1
         self.status.last_error = message
