@@ -17,7 +17,8 @@ WINDOW = timedelta(minutes=5)
 
 def aggregate(symbol: str, window_start: datetime, avg: float, *, low: float | None = None,
               high: float | None = None, count: int = 10,
-              emitted_at: datetime | None = None) -> dict[str, Any]:
+              emitted_at: datetime | None = None,
+              expected_count: int | None = None) -> dict[str, Any]:
     """A complete aggregate record (parsed form: times as aware datetimes)."""
     low = avg * 0.999 if low is None else low
     high = avg * 1.001 if high is None else high
@@ -28,6 +29,7 @@ def aggregate(symbol: str, window_start: datetime, avg: float, *, low: float | N
         "pct_change": 100 * (high - low) / low, "stddev_price": None, "volume": None,
         "vwap": None, "last_event_time": window_start + WINDOW - timedelta(seconds=1),
         "emitted_at": emitted_at or datetime.now(timezone.utc),
+        "expected_count": expected_count, "missed_trades": None,
     }
     assert tuple(record) == tuple(f.name for f in AGGREGATE_FIELDS)
     return record

@@ -1,19 +1,21 @@
-"""History from the first second: the last BACKFILL_HOURS of aggregates, computed from
-one-minute klines before the live queries start.
+"""History from the first second: the last BACKFILL_HOURS of aggregates and 1-minute
+candles, computed from one-minute klines before the live queries start.
 
 Klines come from Binance (`binance_klines`, the producer's client rules) or BACKFILL_FILE;
 each replays as four ticks (`Kline.ticks`, source `backfill`, the candle's volume spread
 over them) through the live job's own `transforms.aggregate_windows` on a static
-DataFrame, so a backfilled window has the live record's shape and meaning. Its
+DataFrame, so a backfilled window or candle has the live record's shape and meaning
+(a candle of four ticks, not the kline's trade count: what the job makes of them). Its
 `emitted_at` is the window's end, when a live job would have emitted it last, so the
 dashboard's freshness does not call a backfill "live".
 
 Where backfill and live data meet, each window has one source: the backfill writes only
 whole windows that end by `until` (the start of the current minute, when the live range
 begins) and start at or after the range it fetched, and only where the history store has
-no value yet; the live job's value always wins. After a restart with history present, a
-symbol is fetched only from after its newest window: the gap. The windows written also
-go to OUTPUT_TOPIC, so a dashboard already running shows them.
+no value yet; the live job's value always wins (candles alike: the minutes from the
+symbol's start up to `until`). After a restart with history present, a symbol is fetched
+only from after its newest window: the gap. The windows and candles written also go to
+OUTPUT_TOPIC and CANDLES_TOPIC, so a dashboard already running shows them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from crypto_pipeline.binance.klines import Kline, read_klines
 from crypto_pipeline.binance.klines_client import KlinesClient
 from crypto_pipeline.binance.rest import BinanceError
 from crypto_pipeline.core.history import HistoryStore, open_history
-from crypto_pipeline.core.schema import TICK_FIELDS, Tick, aggregate_key, spark_schema
+from crypto_pipeline.core.schema import (
+    TICK_FIELDS,
+    Tick,
+    aggregate_key,
+    candle_key,
+    spark_schema,
+)
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.kafka_io.keyed_records import send_confirmed
 
@@ -49,6 +57,7 @@ class BackfillResult:
     windows: int  # new windows written
     already_there: int  # computed windows the history store already had
     seconds: float
+    candles: int = 0  # new candles written
 
 
 def minute_floor(moment: datetime) -> datetime:
@@ -76,24 +85,46 @@ def backfill_ticks(klines: Iterable[Kline]) -> list[Tick]:
     return ticks
 
 
+@dataclass(frozen=True)
+class Records:
+    """(key, value) of the windows and of the candles, as the live job writes them."""
+
+    windows: list[tuple[str, str]]
+    candles: list[tuple[str, str]]
+
+
 def window_records(spark, ticks: Sequence[Tick], starts: Mapping[str, datetime],
-                   until: datetime, settings: Settings) -> list[tuple[str, str]]:
-    """(key, value) of every whole window of `ticks` from the symbol's start up to `until`,
-    as the live job writes them, oldest first."""
+                   until: datetime, settings: Settings) -> Records:
+    """Every whole window and every candle of `ticks` from the symbol's start up to
+    `until`, oldest first."""
     from pyspark.sql import functions as F
 
-    from crypto_pipeline.streaming.transforms import aggregate_records, aggregate_windows
+    from crypto_pipeline.streaming.transforms import (
+        aggregate_records,
+        aggregate_windows,
+        candle_records,
+        candles,
+    )
 
     rows = [tuple(getattr(tick, f.name) for f in _TICK_COLUMNS) for tick in ticks]
     frame = spark.createDataFrame(rows, spark_schema(_TICK_COLUMNS))
     first = F.create_map(*[F.lit(value) for symbol, start in starts.items()
                            for value in (symbol, start)])
-    windows = (aggregate_windows(frame, settings)
-               .where((F.col("window_start") >= first[F.col("symbol")])
-                      & (F.col("window_end") <= F.lit(until)))
-               .withColumn("emitted_at", F.col("window_end")))
-    records = aggregate_records(windows.orderBy("window_start", "symbol"))
-    return [(row.key, row.value) for row in records.collect()]
+    aggregated = aggregate_windows(frame, settings).cache()
+    try:
+        windows = (aggregated
+                   .where((F.col("window_start") >= first[F.col("symbol")])
+                          & (F.col("window_end") <= F.lit(until)))
+                   .withColumn("emitted_at", F.col("window_end")))
+        minutes = candles(aggregated).where((F.col("open_time") >= first[F.col("symbol")])
+                                            & (F.col("close_time") <= F.lit(until)))
+        return Records(
+            [(row.key, row.value) for row in aggregate_records(
+                windows.orderBy("window_start", "symbol")).collect()],
+            [(row.key, row.value) for row in candle_records(
+                minutes.orderBy("open_time", "symbol")).collect()])
+    finally:
+        aggregated.unpersist()
 
 
 class Backfill:
@@ -126,7 +157,8 @@ class Backfill:
                 return None
             records = window_records(self.spark, backfill_ticks(klines), starts, until,
                                      self.settings)
-            written = self._write(records)
+            written = self._write(records.windows)
+            candles_written = self._write_candles(records.candles)
         except BinanceError as err:
             log.warning("backfill skipped: %s; the job starts without that history "
                         "(BACKFILL_FILE reads klines from a file, BACKFILL_ENABLED=false "
@@ -136,11 +168,12 @@ class Backfill:
             log.error("backfill stopped: %s: %s; the job starts without it",
                       type(err).__name__, err)
             return None
-        result = BackfillResult(len(klines), written, len(records) - written,
-                                time.monotonic() - began)
+        result = BackfillResult(len(klines), written, len(records.windows) - written,
+                                time.monotonic() - began, candles_written)
         log.info("backfill: %d klines of %s up to %s -> %d windows written (%d already "
-                 "there) in %.1f s", result.klines, ", ".join(sorted(starts)),
-                 until.isoformat(), result.windows, result.already_there, result.seconds)
+                 "there) and %d candles in %.1f s", result.klines, ", ".join(sorted(starts)),
+                 until.isoformat(), result.windows, result.already_there, result.candles,
+                 result.seconds)
         return result
 
     def _klines(self, until: datetime) -> tuple[list[Kline], dict[str, datetime], datetime]:
@@ -178,11 +211,20 @@ class Backfill:
             client.close()
 
     def _write(self, records: list[tuple[str, str]]) -> int:
-        """Into the history store where the window is new, then to OUTPUT_TOPIC."""
+        """The windows into the history store where they are new, then to OUTPUT_TOPIC."""
+        return self._write_new(records, self.history.insert_absent, aggregate_key,
+                               "window_start", self.settings.output_topic)
+
+    def _write_candles(self, records: list[tuple[str, str]]) -> int:
+        """The candles likewise, to CANDLES_TOPIC."""
+        return self._write_new(records, self.history.insert_absent_candles, candle_key,
+                               "open_time", self.settings.candles_topic)
+
+    def _write_new(self, records: list[tuple[str, str]], insert_absent, key_of,
+                   start: str, topic: str) -> int:
         values = dict(records)
-        inserted = self.history.insert_absent(json.loads(value) for value in values.values())
-        new = [aggregate_key(row["symbol"], row["window_start"]) for row in inserted]
+        inserted = insert_absent(json.loads(value) for value in values.values())
+        new = [key_of(row["symbol"], row[start]) for row in inserted]
         if new:
-            send_confirmed(self.settings, self.settings.output_topic,
-                           [(key, values[key].encode()) for key in new])
+            send_confirmed(self.settings, topic, [(key, values[key].encode()) for key in new])
         return len(new)

@@ -1,11 +1,14 @@
 """The Spark job: ticks on INPUT_TOPIC -> sliding-window aggregates on OUTPUT_TOPIC and
-in the history store; rejected input -> DLQ_TOPIC.
+1-minute candles on CANDLES_TOPIC, both also in the history store; rejected input ->
+DLQ_TOPIC.
 
 Two queries of one SparkSession, each with its own checkpoint, so a restart resumes
 both where they stopped: `aggregates` (update mode, foreachBatch to Kafka and the history
-store) and `dead letters` (append mode, Kafka sink). A listener writes RUN_DIR/spark.json
-after every micro-batch. A history database that goes away fails the batch, and so the
-job: restarted, it runs the batch again from the checkpoint (both writes are idempotent).
+store; the candles come out of the same aggregation, see transforms.py) and `dead
+letters` (append mode, Kafka sink). A listener writes RUN_DIR/spark.json after every
+micro-batch. A history database that goes away fails the batch, and so the job:
+restarted, it runs the batch again from the checkpoint (every write is idempotent). The
+history's retention is applied on start and then daily (retention.py).
 """
 
 from __future__ import annotations
@@ -29,9 +32,12 @@ from crypto_pipeline.core.schema import format_time, parse_time
 from crypto_pipeline.core.settings import EXIT_CONFIG_ERROR, Settings
 from crypto_pipeline.core.status import SparkStatus, State
 from crypto_pipeline.kafka_io.clients import spark_options
+from crypto_pipeline.streaming.retention import HistoryRetention
 from crypto_pipeline.streaming.transforms import (
     aggregate_records,
     aggregate_windows,
+    candle_records,
+    candles,
     dead_letter_records,
     parse_records,
     rejected_records,
@@ -75,6 +81,7 @@ class StreamingJob:
         self.settings = settings
         self.history = history or open_history(settings.history_url)
         self.alerts = SpikeAlerts(settings, self.history)
+        self.retention = HistoryRetention(self.history, settings.history_retention)
         self.aggregates_name = f"aggregates to {settings.output_topic}"
         self.dead_letters_name = f"dead letters to {settings.dlq_topic}"
         self.status = StatusReporter(settings, self.aggregates_name, self.dead_letters_name)
@@ -90,10 +97,12 @@ class StreamingJob:
         self.spark.streams.addListener(self.status)
         self.queries.append(self._start_aggregates())
         self.queries.append(self._start_dead_letters())
-        log.info("reading %s from %s; aggregates to %s (checkpoint %s) and the history %s, "
-                 "dead letters to %s", self.settings.input_topic,
+        self.retention.start()
+        log.info("reading %s from %s; aggregates to %s and candles to %s (checkpoint %s) and "
+                 "the history %s, dead letters to %s", self.settings.input_topic,
                  self.settings.kafka_bootstrap_servers, self.settings.output_topic,
-                 self.settings.checkpoint_dir, self.history.location, self.settings.dlq_topic)
+                 self.settings.candles_topic, self.settings.checkpoint_dir,
+                 self.history.location, self.settings.dlq_topic)
 
     def request_stop(self) -> None:
         """Ask `run` to stop; safe to call from a signal handler."""
@@ -164,6 +173,7 @@ class StreamingJob:
             query.stop()
         self.spark.streams.removeListener(self.status)
         # After the queries: no batch can raise an alert or write the history any more.
+        self.retention.stop()
         self.alerts.close()
         self.history.close()
         return errors
@@ -193,23 +203,36 @@ class StreamingJob:
                 .start())
 
     def _write_aggregates(self, batch: DataFrame, batch_id: int) -> None:
-        """One micro-batch's changed windows -> OUTPUT_TOPIC, then the history store.
-        Any error propagates and fails the query; the batch is re-run on restart and
-        both writes are idempotent per key."""
-        records = aggregate_records(batch).persist()
+        """One micro-batch's changed windows and their candles -> OUTPUT_TOPIC and
+        CANDLES_TOPIC (one Kafka write: each record names its topic), then the history
+        store, then the alerts. Any error propagates and fails the query; the batch is
+        re-run on restart and every write is idempotent per key."""
+        batch = batch.persist()
         try:
-            values = [row.value for row in records.select("value").collect()]
-            if not values:
-                return
-            (records.write.format("kafka").options(**spark_options(self.settings))
-             .option("topic", self.settings.output_topic).save())
-            rows = [json.loads(value) for value in values]
-            self.history.upsert(rows)
-            self.alerts.check(rows)
-            self.status.count_emitted(len(values))
-            log.debug("batch %d: %d aggregates written", batch_id, len(values))
+            records = (aggregate_records(batch)
+                       .withColumn("topic", F.lit(self.settings.output_topic))
+                       .unionByName(candle_records(candles(batch))
+                                    .withColumn("topic", F.lit(self.settings.candles_topic)))
+                       .persist())
+            try:
+                collected = records.select("topic", "value").collect()
+                if not collected:
+                    return
+                records.write.format("kafka").options(**spark_options(self.settings)).save()
+            finally:
+                records.unpersist()
         finally:
-            records.unpersist()
+            batch.unpersist()
+        rows = [json.loads(row.value) for row in collected
+                if row.topic == self.settings.output_topic]
+        candle_rows = [json.loads(row.value) for row in collected
+                       if row.topic == self.settings.candles_topic]
+        self.history.upsert(rows)
+        self.history.upsert_candles(candle_rows)
+        self.alerts.check(rows)
+        self.status.count_emitted(len(rows))
+        log.debug("batch %d: %d aggregates and %d candles written", batch_id, len(rows),
+                  len(candle_rows))
 
     def _start_dead_letters(self) -> StreamingQuery:
         seconds = max(self.settings.trigger_interval.seconds, DEAD_LETTER_TRIGGER_SECONDS)
