@@ -300,15 +300,6 @@ class HistoryStore:
 
     # --- alerts ------------------------------------------------------------------------
 
-    def unrecorded_alerts(self, alerts: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """The alerts whose (symbol, window_start, kind) has not been recorded."""
-        query = self._sql('SELECT 1 FROM "alerts" WHERE "symbol" = ? AND "window_start" = ? '
-                          'AND "kind" = ?')
-        with self._cursor() as cursor:
-            return [alert for alert in alerts if cursor.execute(
-                query, (alert["symbol"], self._time(alert["window_start"]), alert["kind"])
-            ).fetchone() is None]
-
     def record_alerts(self, alerts: Iterable[Mapping[str, Any]]) -> int:
         """Remember sent alerts; one already recorded stays as it was. Returns how many
         were new."""
