@@ -5,10 +5,12 @@ own, run apart from ./bench.sh (it needs no Kafka).
 
 The same ticks (JSON as on the input topic, `SYMBOLS` symbols a tick a second each) are
 read as a stream from files, a file per micro-batch, and go through the job's own
-transforms in three set-ups:
+transforms in four set-ups:
 
-- `windows only`: the sliding-window aggregation as it was before the candles (the
-  candle buffers are not selected, and Spark's optimizer drops unselected aggregates);
+- `windows before`: the sliding-window aggregation as it was before the candles and the
+  completeness fields (those are not selected, and Spark's optimizer drops unselected
+  aggregates);
+- `windows only`: the same with the completeness fields (expected polls, missed trades);
 - `candles in the aggregation`: what the job does, the windows carrying the candle of
   their last minute;
 - `third query`: the windows as before, plus a query of their own for the candles,
@@ -16,9 +18,10 @@ transforms in three set-ups:
 
 Each batch's records are built and collected as the job's batch writer does (the Kafka
 write, the same in every set-up bar the candles' own records, is left out). Prints, per
-set-up, the time its micro-batches took (summed over its queries) and the wall time of
-the whole stream, the median of the runs (set-ups taken in turn, after a first round that
-warms the JVM up and is not counted), and the state each holds; writes
+set-up, the CPU time the Spark JVM spent on the whole stream (what the set-up costs,
+whatever else runs on the machine), the time its micro-batches took (summed over its
+queries) and the wall time, the median of the runs (set-ups taken in turn, after a first
+round that warms the JVM up and is not counted), and the state each holds; writes
 bench/results/candles-cost-<time>.json.
 """
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -45,7 +49,8 @@ log = logging.getLogger("bench.candles_cost")
 SYMBOLS = 50
 FILES = 10
 START = datetime(2026, 11, 30, tzinfo=timezone.utc)
-SETUPS = ("windows only", "candles in the aggregation", "third query")
+SETUPS = ("windows before", "windows only", "candles in the aggregation", "third query")
+COMPLETENESS = ("expected_count", "missed_trades")
 
 
 def write_ticks(folder: Path, ticks: int) -> None:
@@ -86,6 +91,12 @@ def tumbling_candles(ticks, settings: Settings):
                  F.count(price).alias("count"), F.sum("quantity").alias("volume")))
 
 
+def jvm_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_setup(spark, setup: str, folder: Path, work: Path, settings: Settings) -> dict:
     from pyspark.sql import functions as F
 
@@ -97,16 +108,23 @@ def run_setup(spark, setup: str, folder: Path, work: Path, settings: Settings) -
     )
 
     windows = aggregate_windows(parsed_stream(spark, folder, settings), settings)
-    if setup != "candles in the aggregation":
+    if setup == "windows before":
+        windows = windows.select(*[f.name for f in AGGREGATE_FIELDS
+                                   if f.name not in COMPLETENESS])
+    elif setup != "candles in the aggregation":
         windows = windows.select(*[f.name for f in AGGREGATE_FIELDS])
 
     def write_windows(batch, _batch_id):
         batch = batch.persist()
+        written = batch
+        if setup == "windows before":  # the message as it was: no completeness to fill
+            batch = batch.select("*", *[F.lit(None).cast("long").alias(name)
+                                        for name in COMPLETENESS])
         records = aggregate_records(batch)
         if setup == "candles in the aggregation":
             records = records.unionByName(candle_records(candles(batch)))
         records.collect()
-        batch.unpersist()
+        written.unpersist()
 
     def write_candles(batch, _batch_id):
         batch.select(F.to_json(F.struct("*"))).collect()
@@ -118,13 +136,15 @@ def run_setup(spark, setup: str, folder: Path, work: Path, settings: Settings) -
                        .writeStream.outputMode("update").foreachBatch(write_candles)
                        .option("checkpointLocation", str(work / "candles"))
                        .trigger(availableNow=True))
-    began = time.monotonic()
+    pid = spark._jvm.java.lang.ProcessHandle.current().pid()  # noqa: SLF001 - no public API
+    cpu, began = jvm_cpu_seconds(pid), time.monotonic()
     started = [query.start() for query in queries]
     for query in started:
         query.awaitTermination()
-    seconds = time.monotonic() - began
+    seconds, cpu = time.monotonic() - began, jvm_cpu_seconds(pid) - cpu
     progress = [p for query in started for p in query.recentProgress if p["numInputRows"]]
     return {
+        "cpu_seconds": round(cpu, 2),
         "seconds": round(seconds, 2),
         "batch_ms": sum(p["durationMs"]["triggerExecution"] for p in progress),
         "state_rows": sum(op["numRowsTotal"] for query in started
@@ -162,23 +182,25 @@ def main(argv: list[str] | None = None) -> int:
                         results[setup].append(result)
     finally:
         spark.stop()
-    base = statistics.median(r["batch_ms"] for r in results[SETUPS[0]])
+    def median(setup: str, name: str) -> float:
+        return statistics.median(r[name] for r in results[setup])
+
     print(f"{options.ticks:,} ticks of {SYMBOLS} symbols in {FILES} micro-batches, "
           f"median of {options.runs} runs (load average {load_average()})")
-    wall = statistics.median(r["seconds"] for r in results[SETUPS[0]])
-    print(f"{'set-up':<28} {'batches ms':>11} {'vs. windows':>12} {'wall s':>7} "
-          f"{'vs. windows':>12} {'state rows':>11} {'state MB':>9}")
+    print(f"{'set-up':<28} {'JVM CPU s':>10} {'vs. before':>12} {'batches s':>10} "
+          f"{'wall s':>7} {'state rows':>11} {'state MB':>9}")
     summary = {}
     for setup, runs in results.items():
-        batch_ms = statistics.median(r["batch_ms"] for r in runs)
-        seconds = statistics.median(r["seconds"] for r in runs)
-        summary[setup] = {"batch_ms": batch_ms, "relative": round(batch_ms / base, 3),
-                          "seconds": seconds, "relative_wall": round(seconds / wall, 3),
+        cpu = median(setup, "cpu_seconds")
+        relative = cpu / median(SETUPS[0], "cpu_seconds")
+        summary[setup] = {"cpu_seconds": cpu, "relative_cpu": round(relative, 3),
+                          "batch_ms": median(setup, "batch_ms"),
+                          "seconds": median(setup, "seconds"),
                           "state_rows": runs[-1]["state_rows"],
                           "state_bytes": runs[-1]["state_bytes"], "runs": runs}
-        print(f"{setup:<28} {batch_ms:>11,.0f} {batch_ms / base - 1:>+11.1%} {seconds:>7.1f} "
-              f"{seconds / wall - 1:>+11.1%} {runs[-1]['state_rows']:>11,} "
-              f"{runs[-1]['state_bytes'] / 1e6:>9.1f}")
+        print(f"{setup:<28} {cpu:>10.1f} {relative - 1:>+11.1%} "
+              f"{median(setup, 'batch_ms') / 1000:>10.1f} {median(setup, 'seconds'):>7.1f} "
+              f"{runs[-1]['state_rows']:>11,} {runs[-1]['state_bytes'] / 1e6:>9.1f}")
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"candles-cost-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps({"ticks": options.ticks, "symbols": SYMBOLS, "files": FILES,

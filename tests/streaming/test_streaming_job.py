@@ -17,12 +17,14 @@ import pytest
 from crypto_pipeline.core.errors import one_line
 from crypto_pipeline.core.history import open_history, sqlite_url
 from crypto_pipeline.core.paths import PROJECT_ROOT
-from crypto_pipeline.core.schema import Tick
+from crypto_pipeline.core.schema import Tick, candle_key, format_time
 from crypto_pipeline.core.settings import EXIT_CONFIG_ERROR, Duration
+from crypto_pipeline.dashboard import views
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from crypto_pipeline.streaming.job import StreamingJob, kafka_backlog
 from support.dashboard_support import aggregate
 from support.helpers import (
+    as_text,
     candles,
     free_port,
     history_by_key,
@@ -83,6 +85,13 @@ def test_restart_from_the_checkpoint_loses_and_double_counts_nothing(spark, kafk
         got = latest_by_key(read_topic(kafka, settings.candles_topic, idle=0.3))
         assert candle_mismatches(got, minutes) == []
         assert candle_mismatches(history_candles(settings), minutes) == []
+        # Every timeframe the dashboard offers, rolled up from the job's candles.
+        with open_history(settings.history_url) as history:
+            stored = history.load_candles()
+        for timeframe in views.TIMEFRAMES.values():
+            rolled = {candle_key(c["symbol"], format_time(c["open_time"])): as_text(c)
+                      for c in views.rollup(stored, timeframe, settings.poll_interval_seconds)}
+            assert candle_mismatches(rolled, candles(ticks, settings, timeframe)) == []
 
         # A tick ten minutes on moves the watermark past every window so far; a tick
         # older than the watermark after that is dropped and counted, not aggregated.

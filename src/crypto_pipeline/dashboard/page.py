@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import streamlit as st
 
@@ -92,8 +92,8 @@ def _sidebar(settings: Settings, snapshot: Snapshot) -> Controls:
             value=min(MAX_REFRESH_SECONDS, max(MIN_REFRESH_SECONDS,
                                                settings.dashboard_refresh_seconds)))
         st.caption(f"Windows of {settings.window_duration} sliding every "
-                   f"{settings.window_slide}, from {settings.output_topic} on "
-                   f"{settings.kafka_bootstrap_servers}.")
+                   f"{settings.window_slide}, from {settings.output_topic}; 1-minute candles "
+                   f"from {settings.candles_topic}; on {settings.kafka_bootstrap_servers}.")
     return Controls(refresh, time_range, options, tuple(symbols))
 
 
@@ -120,7 +120,7 @@ def _live(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
             getattr(st, notice.level)(notice.text)
     _status_row(health, fresh, snapshot)
     symbols = controls.symbols or snapshot.symbols
-    cards = views.cards(snapshot, symbols)
+    cards = views.cards(snapshot, symbols, settings.partial_window_pct)
     if not cards:
         st.info("No aggregates to show yet: the cards and charts appear with the first "
                 "window.")
@@ -130,13 +130,31 @@ def _live(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
     alerts = feed.alerts.newest_first()
     _alert_feed(settings, views.alert_feed(alerts, symbols))
     since = views.range_start(snapshot, symbols, views.TIME_RANGES[controls.time_range])
-    frame = views.windows_frame(snapshot, symbols, since)
+    frame = views.windows_frame(snapshot, symbols, since,
+                                slide=timedelta(seconds=settings.window_slide.seconds),
+                                missing_pct=settings.partial_window_pct)
     markers = views.alert_markers(alerts, snapshot, symbols, since)
     band, candles, bars = st.tabs(["Average price", "Candlesticks", "Latest window"])
     band.plotly_chart(charts.price_band(frame, markers), key="chart-band")
-    candles.plotly_chart(charts.candles(frame, markers), key="chart-candles")
+    with candles:
+        _candles(settings, feed, snapshot, symbols, since, markers)
     bars.plotly_chart(charts.latest_bars(views.latest_frame(snapshot, symbols)),
                       key="chart-bars")
+
+
+def _candles(settings: Settings, feed: KafkaFeed, snapshot: Snapshot, symbols, since,
+             markers) -> None:
+    """1-minute candles rolled up to the timeframe picked above the chart."""
+    timeframe = st.radio("Timeframe", list(views.TIMEFRAMES), horizontal=True,
+                         key="timeframe")
+    frame = views.candles_frame(feed.candles.snapshot(), symbols, since,
+                                views.TIMEFRAMES[timeframe], settings.poll_interval_seconds,
+                                views.newest_ticks(snapshot), settings.partial_window_pct)
+    if frame.empty:
+        st.info(f"No candles yet: they come from {settings.candles_topic}, written by the "
+                f"Spark job with the windows.")
+        return
+    st.plotly_chart(charts.candles(frame, markers), key="chart-candles")
 
 
 def _status_row(health: FeedHealth, fresh: views.Freshness, snapshot: Snapshot) -> None:
@@ -156,7 +174,8 @@ def _status_row(health: FeedHealth, fresh: views.Freshness, snapshot: Snapshot) 
 
 def _card(card: views.Card) -> None:
     with st.container(border=True, key=f"card-{card.symbol}"):
-        st.markdown(f"**{card.symbol}** · {card.window} · {card.move}")
+        partial = f" · :orange[partial: {card.partial}]" if card.partial else ""
+        st.markdown(f"**{card.symbol}** · {card.window} · {card.move}{partial}")
         for start in range(0, len(card.kpis), KPIS_PER_ROW):
             row = card.kpis[start:start + KPIS_PER_ROW]
             for column, kpi in zip(st.columns(KPIS_PER_ROW), row):

@@ -1,5 +1,5 @@
-"""The dashboard's memory: the latest aggregate per (symbol, window_start), and the
-alerts, one per (symbol, window_start, kind).
+"""The dashboard's memory: the latest aggregate per (symbol, window_start), the latest
+candle per (symbol, open_time), and the alerts, one per (symbol, window_start, kind).
 
 The feed thread writes, page runs read, so every access holds one lock; readers get an
 immutable `Snapshot` and never see a half-applied update. A later record for a window
@@ -20,7 +20,7 @@ Aggregate = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The store at one moment: per symbol, its windows oldest first."""
+    """The store at one moment: per symbol, its windows (or candles) oldest first."""
 
     windows: Mapping[str, tuple[Aggregate, ...]]
     newest_emitted_at: datetime | None
@@ -35,7 +35,10 @@ class Snapshot:
 
 
 class AggregateStore:
-    def __init__(self) -> None:
+    """Records by symbol and start (`start`: the field that holds it), latest value each."""
+
+    def __init__(self, start: str = "window_start") -> None:
+        self.start = start
         self._lock = threading.Lock()
         self._windows: dict[str, dict[datetime, Aggregate]] = {}
         # Sorted views are rebuilt only for symbols that changed since the last snapshot.
@@ -52,14 +55,15 @@ class AggregateStore:
         count = 0
         with self._lock:
             for record in records:
-                symbol = record["symbol"]
-                self._windows.setdefault(symbol, {})[record["window_start"]] = record
+                symbol, start = record["symbol"], record[self.start]
+                self._windows.setdefault(symbol, {})[start] = record
                 self._sorted.pop(symbol, None)
-                emitted_at = record["emitted_at"]
-                if self._newest_emitted_at is None or emitted_at > self._newest_emitted_at:
+                emitted_at = record.get("emitted_at")
+                if emitted_at is not None and (self._newest_emitted_at is None
+                                               or emitted_at > self._newest_emitted_at):
                     self._newest_emitted_at = emitted_at
-                if self._newest_start is None or record["window_start"] > self._newest_start:
-                    self._newest_start = record["window_start"]
+                if self._newest_start is None or start > self._newest_start:
+                    self._newest_start = start
                 count += 1
             if count:
                 self._version += 1
@@ -103,6 +107,11 @@ class AggregateStore:
     def __len__(self) -> int:
         with self._lock:
             return sum(len(windows) for windows in self._windows.values())
+
+
+def candle_store() -> AggregateStore:
+    """Candles, by symbol and open time."""
+    return AggregateStore(start="open_time")
 
 
 class AlertStore:

@@ -52,6 +52,8 @@ _OFFSET_PATTERN = r"[+-]\d{2}(:?\d{2})?\z"
 DLQ_VALUE_MAX_CHARS = 100_000
 
 _CORRUPT = "_corrupt_record"
+# A tick's kind of source, as bits: what a window's ticks came from is their bit_or.
+POLLED, TRADED = 1, 2
 
 
 def parse_records(records: DataFrame, max_clock_skew: Duration) -> DataFrame:
@@ -137,21 +139,25 @@ def aggregate_windows(ticks: DataFrame, settings: Settings) -> DataFrame:
     (Kafka transactions, read here read_committed), so the job keeps no per-tick state;
     its state is one row per symbol and open window, whatever the tick rate."""
     window = F.window("event_time", settings.window_duration.spark, settings.window_slide.spark)
-    price, quantity, missed = F.col("price"), F.col("quantity"), F.col("missed_before")
-    polled = F.col("source").isin(*POLLED_SOURCES)
-    traded = F.col("source").isin(*TRADE_SOURCES)
-    # The window as a column first: the candle's buffers look at its end. It keeps the
+    price, quantity = F.col("price"), F.col("quantity")
+    # The window as a column first: the candle's columns look at its end. It keeps the
     # watermark of event_time, so state is still freed once the watermark passes it.
-    ticks = (ticks.withWatermark("event_time", settings.watermark_delay.spark)
-             .withColumn("window", window))
-    # A null ordering or value is skipped by min_by/max_by, min/max, count and sum: a
-    # tick outside the last minute adds nothing to the candle's buffers.
     last_minute = (F.unix_micros("event_time")
                    >= F.unix_micros(F.col("window.end")) - CANDLE_SECONDS * 1_000_000)
-
-    def in_candle(column: Column) -> Column:
-        return F.when(last_minute, column)
-
+    # The candle's inputs: null outside the last minute, and a null ordering or value is
+    # skipped by min_by/max_by, min/max, count, sum and bit_or. Computed once per row,
+    # before the aggregation: inside each aggregate function, the code Spark generates
+    # outgrows what it compiles whole.
+    ticks = (ticks.withWatermark("event_time", settings.watermark_delay.spark)
+             .withColumn("window", window)
+             .withColumn("_last", last_minute)
+             .withColumn("_kind", F.when(F.col("source").isin(*POLLED_SOURCES), POLLED)
+                         .when(F.col("source").isin(*TRADE_SOURCES), TRADED).otherwise(0))
+             .select("*", *[F.when(F.col("_last"), F.col(name))
+                            .alias(f"_candle_{name.lstrip('_')}")
+                            for name in ("event_time", "price", "quantity", "missed_before",
+                                         "_kind")]))
+    candle_price = F.col("_candle_price")
     aggregates = (
         ticks.groupBy("window", "symbol")
         .agg(F.avg(price).alias("avg_price"),
@@ -164,18 +170,16 @@ def aggregate_windows(ticks: DataFrame, settings: Settings) -> DataFrame:
              F.sum(quantity).alias("volume"),
              F.sum(price * quantity).alias("_price_volume"),
              F.max("event_time").alias("last_event_time"),
-             F.count_if(polled).alias("_polled"),
-             F.count_if(traded).alias("_traded"),
-             F.sum(missed).alias("_missed"),
-             F.min_by(price, in_candle(F.col("event_time"))).alias("candle_open"),
-             F.max(in_candle(price)).alias("candle_high"),
-             F.min(in_candle(price)).alias("candle_low"),
-             F.max_by(price, in_candle(F.col("event_time"))).alias("candle_close"),
-             F.count(in_candle(price)).alias("candle_count"),
-             F.sum(in_candle(quantity)).alias("candle_volume"),
-             F.count_if(last_minute & polled).alias("_candle_polled"),
-             F.count_if(last_minute & traded).alias("_candle_traded"),
-             F.sum(in_candle(missed)).alias("_candle_missed")))
+             F.bit_or("_kind").alias("_kinds"),
+             F.sum("missed_before").alias("_missed"),
+             F.min_by(candle_price, "_candle_event_time").alias("candle_open"),
+             F.max(candle_price).alias("candle_high"),
+             F.min(candle_price).alias("candle_low"),
+             F.max_by(candle_price, "_candle_event_time").alias("candle_close"),
+             F.count(candle_price).alias("candle_count"),
+             F.sum("_candle_quantity").alias("candle_volume"),
+             F.bit_or("_candle_kind").alias("_candle_kinds"),
+             F.sum("_candle_missed_before").alias("_candle_missed")))
     columns = {
         "window_start": F.col("window.start"),
         "window_end": F.col("window.end"),
@@ -202,13 +206,15 @@ CANDLE_COLUMNS = tuple(f.name for f in CANDLE_FIELDS if f.name != "symbol")
 
 
 def _completeness(prefix: str, span_seconds: float, settings: Settings) -> dict[str, Column]:
-    """expected_count and missed_trades of a span from the `{prefix}_polled`, `_traded`
-    and `_missed` buffers: a polling source's ticks expected at POLL_INTERVAL_SECONDS (a
-    whole number of polls fits in the span at least), a trade stream's missed trades."""
+    """expected_count and missed_trades of a span from the `{prefix}_kinds` (which kinds
+    of source its ticks came from) and `_missed` buffers: a polling source's ticks expected
+    at POLL_INTERVAL_SECONDS (a whole number of polls fits in the span at least), a trade
+    stream's missed trades."""
     expected = math.floor(span_seconds / settings.poll_interval_seconds + 1e-9)
+    kinds = F.col(f"{prefix}_kinds")
     return {
-        "expected_count": F.when(F.col(f"{prefix}_polled") > 0, F.lit(expected)),
-        "missed_trades": F.when(F.col(f"{prefix}_traded") > 0,
+        "expected_count": F.when(kinds.bitwiseAND(POLLED) != 0, F.lit(expected)),
+        "missed_trades": F.when(kinds.bitwiseAND(TRADED) != 0,
                                 F.coalesce(F.col(f"{prefix}_missed"), F.lit(0))),
     }
 
