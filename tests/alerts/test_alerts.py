@@ -15,10 +15,11 @@ from crypto_pipeline.alerts.publisher import SpikeAlerts
 from crypto_pipeline.alerts.rules import MOVE, ZSCORE, AlertRules, choose, detect
 from crypto_pipeline.alerts.webhook import AlertWebhook, slack_body
 from crypto_pipeline.core import formatting as fmt
-from crypto_pipeline.core.history import open_history
+from crypto_pipeline.core.history import open_history, sqlite_url
 from crypto_pipeline.core.schema import ALERT_FIELDS, parse_alert
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.kafka_io.topics import ensure_topics
+from crypto_pipeline.ops import cli
 from support.dashboard_support import aggregate
 from support.helpers import read_topic, wait_for
 
@@ -231,3 +232,23 @@ def test_a_hanging_webhook_never_blocks_and_drops_what_it_cannot_hold(webhook_re
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "no answer within" in logged and "dropped the alert BTCUSDT" in logged
     assert "s3cr3t" not in logged and "/services/" not in logged
+
+
+def test_the_backtest_command_counts_per_symbol_what_the_settings_would_raise(
+        tmp_path, monkeypatch, capsys):
+    url = sqlite_url(tmp_path / "history.sqlite")
+    with open_history(url) as history:
+        history.upsert(jump(6.0, START) + jump(0.2, START + 6 * MINUTE, "ETHUSDT", 3)
+                       + jump(8.0, START + 8 * MINUTE))
+    monkeypatch.setenv("HISTORY_URL", url)
+    monkeypatch.setenv("ALERT_PCT_THRESHOLDS", "ETH*=0.1")
+    assert cli.main(["alerts-backtest", "--hours", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "alerts the current settings would have raised in the 1 hours of windows from "
+        "2025-01-15 13:42 UTC:",
+        "BTCUSDT     2 alerts (2 move, 0 z-score) in 10 windows",
+        "ETHUSDT     1 alert (1 move, 0 z-score) in 3 windows"]
+    # Only the last half hour: the first jump is out of range.
+    assert cli.main(["alerts-backtest", "--hours", "0.1"]) == 0
+    assert "BTCUSDT     1 alert " in capsys.readouterr().out
