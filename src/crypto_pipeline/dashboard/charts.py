@@ -40,8 +40,9 @@ def _stacked(frame: pd.DataFrame, revision: str,
                            subplot_titles=[symbol for symbol, _, _ in panels])
     figure.update_layout(height=PANEL_HEIGHT * len(panels), margin=dict(t=40, b=20, l=10, r=10),
                          hovermode="x unified", uirevision=revision,
-                         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1,
-                                     xanchor="right"))
+                         # Top left: the mode bar takes the top right.
+                         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0,
+                                     xanchor="left"))
     return figure, panels
 
 

@@ -18,6 +18,7 @@ from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import ProducerStatus, SparkStatus
 from crypto_pipeline.dashboard import auth, charts, views
 from crypto_pipeline.dashboard.feed import FeedHealth, KafkaFeed
+from crypto_pipeline.dashboard.live_chart import live_chart
 from crypto_pipeline.dashboard.metrics import DashboardCollector
 from crypto_pipeline.dashboard.store import Snapshot
 
@@ -135,11 +136,19 @@ def _live(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
                                 missing_pct=settings.partial_window_pct)
     markers = views.alert_markers(alerts, snapshot, symbols, since)
     band, candles, bars = st.tabs(["Average price", "Candlesticks", "Latest window"])
-    band.plotly_chart(charts.price_band(frame, markers), key="chart-band")
+    with band:
+        _chart(settings, charts.price_band(frame, markers), "chart-band")
     with candles:
         _candles(settings, feed, snapshot, symbols, since, markers)
-    bars.plotly_chart(charts.latest_bars(views.latest_frame(snapshot, symbols)),
-                      key="chart-bars")
+    with bars:
+        _chart(settings, charts.latest_bars(views.latest_frame(snapshot, symbols)),
+               "chart-bars")
+
+
+def _chart(settings: Settings, figure, key: str) -> None:
+    """A chart that keeps the user's zoom, pan and legend choices across refreshes."""
+    with st.container(key=key):
+        live_chart(figure, f"{key}-frame", settings.run_dir)
 
 
 def _candles(settings: Settings, feed: KafkaFeed, snapshot: Snapshot, symbols, since,
@@ -154,7 +163,7 @@ def _candles(settings: Settings, feed: KafkaFeed, snapshot: Snapshot, symbols, s
         st.info(f"No candles yet: they come from {settings.candles_topic}, written by the "
                 f"Spark job with the windows.")
         return
-    st.plotly_chart(charts.candles(frame, markers), key="chart-candles")
+    _chart(settings, charts.candles(frame, markers), "chart-candles")
 
 
 def _status_row(health: FeedHealth, fresh: views.Freshness, snapshot: Snapshot) -> None:
