@@ -222,3 +222,22 @@ def test_candles_switch_timeframe_and_a_zoomed_chart_stays_zoomed_across_refresh
     assert after["visible"]["partial"] == "legendonly", "the legend choice was reset"
     assert page.locator("[data-testid='stException']").count() == 0
     chart.screenshot(path=artifacts_dir / "candles-5m.png")
+
+
+def test_a_chart_in_a_tab_shown_later_is_drawn_at_its_full_size(settings, serve, chromium):
+    # A tab's chart arrives while its frame has no size; once the tab shows, the chart
+    # must fill the frame (it once stayed 0 px high: an empty picture).
+    settings = settings.replace(dashboard_refresh_seconds=120.0)
+    ensure_topics(settings)
+    produce_aggregates(settings, [aggregate("BTCUSDT", NOW - k * MINUTE, 97000.0 + k)
+                                  for k in range(10)])
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(serve(settings).url)
+    browser.chart(page, "chart-band").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Latest window").click()
+    chart = browser.chart(page, "chart-bars")
+    chart.wait_for(timeout=30_000)
+    frame_height = page.locator(".st-key-chart-bars iframe").evaluate("f => f.height")
+    wait_for(lambda: chart.evaluate("p => p.getBoundingClientRect().height") >= 0.9 * float(
+        frame_height), 30, "the bars chart drawn at its frame's height")
+    assert chart.evaluate("p => p._fullData.length") == 1

@@ -304,7 +304,7 @@ def test_charts_have_one_panel_per_symbol_with_the_data():
     frame = views.windows_frame(snapshot, ["BTCUSDT", "XRPUSDT"])
     band = charts.price_band(frame)
     assert [a.text for a in band.layout.annotations] == ["BTCUSDT", "XRPUSDT"]
-    assert [t.name for t in band.data] == ["max", "min", "avg"] * 2
+    assert [t.name for t in band.data] == ["max", "min–max", "avg"] * 2
     assert list(band.data[2].y) == [97000.0, 97001.0, 97002.0]
     assert band.layout.yaxis2.tickformat == ",.4f"
     one_minute = candle_store()

@@ -25,6 +25,8 @@ ALERT_COLOUR = "#d62728"
 PARTIAL_COLOUR = "#ff7f0e"
 ALERT_TRACE = "alert"
 PARTIAL_TRACE = "partial"
+BAND_TRACE = "min–max"
+RISING_COLOUR, FALLING_COLOUR = "#26a69a", "#ef5350"
 
 
 def _panels(frame: pd.DataFrame, price: str = "avg_price") -> list[tuple[str, pd.DataFrame, int]]:
@@ -38,11 +40,13 @@ def _stacked(frame: pd.DataFrame, revision: str,
     panels = _panels(frame, price)
     figure = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.06,
                            subplot_titles=[symbol for symbol, _, _ in panels])
-    figure.update_layout(height=PANEL_HEIGHT * len(panels), margin=dict(t=40, b=20, l=10, r=10),
-                         hovermode="x unified", uirevision=revision,
+    figure.update_layout(height=PANEL_HEIGHT * len(panels), margin=dict(t=60, b=20, l=10, r=10),
+                         hovermode="x unified", uirevision=revision, template="plotly_white",
                          # Top left: the mode bar takes the top right.
-                         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0,
+                         legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0,
                                      xanchor="left"))
+    # Room for the price labels, however wide (l=10 is only the least margin).
+    figure.update_yaxes(automargin=True)
     return figure, panels
 
 
@@ -94,7 +98,7 @@ def price_band(frame: pd.DataFrame, markers: pd.DataFrame | None = None) -> go.F
             uid=f"{symbol}-max", legendgroup="band", showlegend=False,
             line=dict(width=0), hovertemplate=f"max %{{y:{price}}}<extra></extra>"), row=row, col=1)
         figure.add_trace(go.Scatter(
-            x=rows["window_start"], y=rows["min_price"], name="min", mode="lines",
+            x=rows["window_start"], y=rows["min_price"], name=BAND_TRACE, mode="lines",
             uid=f"{symbol}-min", legendgroup="band", showlegend=legend,
             line=dict(width=0), fill="tonexty", fillcolor=BAND_COLOUR,
             hovertemplate=f"min %{{y:{price}}}<extra></extra>"), row=row, col=1)
@@ -116,7 +120,9 @@ def candles(frame: pd.DataFrame, markers: pd.DataFrame | None = None) -> go.Figu
     for row, (symbol, rows, decimals) in enumerate(panels, start=1):
         figure.add_trace(go.Candlestick(
             x=rows["open_time"], open=rows["open"], high=rows["high"], low=rows["low"],
-            close=rows["close"], name=symbol, uid=f"{symbol}-candles", showlegend=False),
+            close=rows["close"], name=symbol, uid=f"{symbol}-candles", showlegend=False,
+            increasing=dict(line=dict(color=RISING_COLOUR), fillcolor=RISING_COLOUR),
+            decreasing=dict(line=dict(color=FALLING_COLOUR), fillcolor=FALLING_COLOUR)),
             row=row, col=1)
         _partial_markers(figure, row, symbol, rows, "open_time", "high", decimals)
         _alert_markers(figure, row, symbol, markers, decimals)
@@ -148,5 +154,7 @@ def latest_bars(latest: pd.DataFrame) -> go.Figure:
                             tickformat=fmt.plotly_price_format(decimals),
                             row=index // BARS_PER_ROW + 1, col=index % BARS_PER_ROW + 1)
     figure.update_layout(height=PANEL_HEIGHT * rows + 40, showlegend=False,
-                         margin=dict(t=40, b=20, l=10, r=10), uirevision="chart-bars")
+                         template="plotly_white", margin=dict(t=40, b=20, l=10, r=10),
+                         uirevision="chart-bars")
+    figure.update_yaxes(automargin=True)
     return figure
