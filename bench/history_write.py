@@ -48,7 +48,7 @@ def window(symbol: str, start: datetime, price: float, emitted_at: datetime) -> 
             "count": 40, "spread": price * 0.002, "open_price": price * 0.9995,
             "close_price": price * 1.0005, "pct_change": 0.1, "stddev_price": price * 0.0004,
             "volume": 12.5, "vwap": price, "last_event_time": emitted_at,
-            "emitted_at": emitted_at}
+            "emitted_at": emitted_at, "expected_count": 60, "missed_trades": None}
 
 
 def batch_rows(minute: int) -> list[dict[str, Any]]:

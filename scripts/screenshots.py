@@ -2,8 +2,9 @@
 
 Starts the whole pipeline with start.sh, replaying real Binance klines
 (tests/data/binance/), on free ports with its state in a temporary folder, waits for
-an hour of windows, photographs the dashboard and Spark's UI in headless Chromium, and
-stops it again with stop.sh. What the pictures show is what the project does.
+four hours of windows, photographs the dashboard (its candles at two timeframes too) and
+Spark's UI in headless Chromium, and stops it again with stop.sh. What the pictures show
+is what the project does.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 DOCS = PROJECT_ROOT / "docs"
 REPLAY = PROJECT_ROOT / "tests" / "data" / "binance" / "BTCUSDT-1m-2025-08-01_2025-08-10.csv"
-WINDOWS_WANTED = 90
+WINDOWS_WANTED = 240
 VIEWPORT = {"width": 1400, "height": 1000}
 
 
@@ -40,8 +41,8 @@ def _environment(state: Path) -> dict[str, str]:
         "CHECKPOINT_DIR": str(state / "checkpoints" / "crypto-aggregates"),
         "HISTORY_URL": sqlite_url(state / "history.sqlite"),
         "DASHBOARD_PORT": str(free_port()), "SPARK_UI_PORT": str(free_port()),
-        # Two hours of real BTCUSDT minutes a minute: an hour of windows in 30 s.
-        "PRICE_SOURCE": "replay", "REPLAY_FILE": str(REPLAY), "REPLAY_SPEED": "120",
+        # Four hours of real BTCUSDT minutes a minute: four hours of windows in 60 s.
+        "PRICE_SOURCE": "replay", "REPLAY_FILE": str(REPLAY), "REPLAY_SPEED": "240",
         "SYMBOLS": "BTCUSDT", "TRIGGER_INTERVAL": "1 second",
         # A slow refresh: a fragment rerun replaces the elements being photographed.
         "DASHBOARD_REFRESH_SECONDS": "120", "BACKFILL_ENABLED": "false",
@@ -64,18 +65,40 @@ def _wait_for_windows(history_url: str, count: int, timeout: float = 300) -> Non
                interval=1.0)
 
 
+def _chart(page, key: str, path: Path) -> None:
+    """A picture of the chart of this key once Plotly has drawn it at its width."""
+    chart = browser.chart(page, key)
+    chart.wait_for(timeout=30_000)
+    wait_until(lambda: chart.evaluate(
+        "plot => plot._fullLayout && plot._fullData && plot._fullData.length > 0"
+        " && plot.getBoundingClientRect().width > 300"), 30, f"{key} drawn", interval=0.5)
+    page.locator(f".st-key-{key}").screenshot(path=path)
+
+
 def _dashboard(page, url: str) -> None:
     page.goto(url)
     page.locator(browser.kpi_selector("BTCUSDT", "avg_price")).wait_for(timeout=60_000)
-    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    browser.chart(page, "chart-band").wait_for(timeout=60_000)
     page.screenshot(path=DOCS / "dashboard.png")
     page.locator(".st-key-card-BTCUSDT").screenshot(path=DOCS / "dashboard-kpis.png")
-    for tab, name in (("Average price", "timeseries"), ("Candlesticks", "candlesticks"),
-                      ("Latest window", "bars")):
+    for tab, key, name in (("Average price", "chart-band", "timeseries"),
+                           ("Latest window", "chart-bars", "bars"),
+                           ("Candlesticks", "chart-candles", "candles-1m")):
         page.get_by_role("tab", name=tab).click()
-        chart = page.locator("[role='tabpanel']:visible .js-plotly-plot").first
-        chart.wait_for(timeout=30_000)
-        chart.screenshot(path=DOCS / f"dashboard-{name}.png")
+        _chart(page, key, DOCS / f"dashboard-{name}.png")
+    # The candles of the last four hours at a quarter of an hour, rolled up from the
+    # same 1-minute candles.
+    page.get_by_text("6 hours", exact=True).click()
+    page.locator("[role='tabpanel']:visible").get_by_text("15m", exact=True).click()
+    wait_until(lambda: _candles_drawn(page) <= 24, 30, "15-minute candles drawn")
+    _chart(page, "chart-candles", DOCS / "dashboard-candles-15m.png")
+
+
+def _candles_drawn(page) -> int:
+    """How many candles the candle chart shows."""
+    return browser.chart(page, "chart-candles").evaluate(
+        "plot => (plot._fullData || []).filter(t => t.type === 'candlestick')"
+        ".reduce((n, t) => n + t.x.length, 0) || 1e9")
 
 
 def _spark_ui(page, url: str) -> None:

@@ -88,6 +88,7 @@ def settings(kafka, tmp_path) -> Settings:
         output_topic=f"aggregates-{tag}",
         dlq_topic=f"dlq-{tag}",
         alerts_topic=f"alerts-{tag}",
+        candles_topic=f"candles-{tag}",
         topic_partitions=2,
         checkpoint_dir=tmp_path / "checkpoints" / "aggregates",
         history_url=sqlite_url(tmp_path / "history.sqlite"),

@@ -35,14 +35,22 @@ def aggregate(symbol: str, start: datetime, price: float, **changes) -> dict:
            "spread": 2.0, "open_price": price - 0.5, "close_price": price + 0.5,
            "pct_change": 100 * 1.0 / (price - 0.5), "stddev_price": 0.75, "volume": None,
            "vwap": None, "last_event_time": start + 4 * MINUTE + timedelta(microseconds=123),
-           "emitted_at": start + 5 * MINUTE}
+           "emitted_at": start + 5 * MINUTE, "expected_count": None, "missed_trades": None}
+    return {**row, **changes}
+
+
+def candle(symbol: str, start: datetime, price: float, **changes) -> dict:
+    row = {"symbol": symbol, "open_time": start, "close_time": start + MINUTE,
+           "open": price, "high": price + 1, "low": price - 1, "close": price + 0.5,
+           "count": 12, "volume": None, "expected_count": 12, "missed_trades": None}
     return {**row, **changes}
 
 
 def alert(symbol: str, start: datetime, kind: str = "move", value: float = 1.5) -> dict:
     return {"symbol": symbol, "kind": kind, "value": value, "threshold": 1.0,
             "window_start": start, "window_end": start + 5 * MINUTE,
-            "detected_at": start + 6 * MINUTE}
+            "detected_at": start + 6 * MINUTE, "pct_change": value, "windows": 1,
+            "first_window_start": start, "last_window_end": start + 5 * MINUTE}
 
 
 @pytest.fixture
@@ -96,13 +104,34 @@ def test_newest_windows_and_pruning(history):
     history.upsert([aggregate("BTCUSDT", START + k * MINUTE, 1.0,
                               emitted_at=START + (10 + k) * MINUTE) for k in range(5)]
                    + [aggregate("ETHUSDT", START, 2.0, emitted_at=START + 30 * MINUTE)])
+    history.upsert_candles([candle("BTCUSDT", START + k * MINUTE, 1.0) for k in range(8)])
+    history.record_alerts([alert("BTCUSDT", START + k * MINUTE) for k in (0, 1, 2, 3)])
     assert history.newest_window_starts() == {"BTCUSDT": START + 4 * MINUTE, "ETHUSDT": START}
     assert history.newest_emitted_at() == START + 30 * MINUTE
-    # Windows end five minutes after they start: those ending before 12:07 go.
-    assert history.prune(START + 7 * MINUTE) == 3
+    # Windows and alerts end five minutes after they start, candles one: those ending
+    # before 12:07 go, one ending at 12:07 stays.
+    assert history.prune(START + 7 * MINUTE) == {"aggregates": 3, "candles": 6, "alerts": 2}
     assert {(row["symbol"], row["window_start"]) for row in history.load()} == {
         ("BTCUSDT", START + 2 * MINUTE), ("BTCUSDT", START + 3 * MINUTE),
         ("BTCUSDT", START + 4 * MINUTE)}
+    assert [row["open_time"] for row in history.load_candles()] == [START + 6 * MINUTE,
+                                                                    START + 7 * MINUTE]
+    assert [row["window_start"] for row in history.load_alerts()] == [START + 2 * MINUTE,
+                                                                      START + 3 * MINUTE]
+    assert history.prune(START + 7 * MINUTE) == {"aggregates": 0, "candles": 0, "alerts": 0}
+
+
+def test_candles_upsert_load_and_keep_what_is_there(history):
+    first = [candle("BTCUSDT", START + k * MINUTE, 100.0 + k) for k in range(3)]
+    assert history.upsert_candles(first) == 3
+    newer = candle("BTCUSDT", START, 99.0, count=13)
+    history.upsert_candles([{**newer, "open_time": format_time(START)}])
+    assert history.load_candles() == [newer, *first[1:]]
+    assert history.load_candles(since=START + 2 * MINUTE, symbols=["BTCUSDT"]) == first[2:]
+    assert history.load_candles(symbols=["ETHUSDT"]) == []
+    offered = [candle("BTCUSDT", START, 1.0), candle("ETHUSDT", START, 2.0)]
+    assert history.insert_absent_candles(offered) == offered[1:]
+    assert history.load_candles()[0] == newer
 
 
 def test_windows_in_bulk_are_numbers_symbol_by_symbol(history):
@@ -141,19 +170,19 @@ def test_recent_returns_look_back_from_each_moment(history):
 def test_an_alert_is_recorded_once(history):
     alerts = [alert("BTCUSDT", START), alert("BTCUSDT", START, "zscore", 3.5),
               alert("ETHUSDT", START + MINUTE)]
-    assert history.unrecorded_alerts(alerts) == alerts
     assert history.record_alerts(alerts[:2]) == 2
-    assert history.unrecorded_alerts(alerts) == alerts[2:]
     # Recorded again (a re-run batch), with another value: the first record stays.
     assert history.record_alerts([{**alerts[0], "value": 9.0}, alerts[2]]) == 1
     assert history.load_alerts() == alerts
     assert history.load_alerts(since=START + MINUTE) == alerts[2:]
+    assert history.load_alerts(symbols=["BTCUSDT"]) == alerts[:2]
 
 
 def test_nothing_written_reads_as_empty(history):
     assert history.load() == [] and history.load_alerts() == []
     assert history.newest_window_starts() == {} and history.newest_emitted_at() is None
-    assert history.prune(START) == 0
+    assert history.load_candles() == [] and history.prune(START) == {
+        "aggregates": 0, "candles": 0, "alerts": 0}
 
 
 def test_a_sqlite_store_is_not_created_by_reading(tmp_path):
@@ -168,34 +197,35 @@ def test_a_sqlite_store_is_not_created_by_reading(tmp_path):
 def test_the_schema_is_migrated_from_its_declaration(history_url, caplog):
     """A database written before a column and a table were declared gains both, keeps
     its rows, and the next start changes nothing."""
-    # Before volume, vwap and last_event_time were fields.
-    older = Table("aggregates", AGGREGATES.fields[:-4] + AGGREGATES.fields[-1:], AGGREGATES.key)
+    # Before volume, vwap, last_event_time and the completeness were fields.
+    added = ("volume", "vwap", "last_event_time", "expected_count", "missed_trades")
+    older = Table("aggregates", tuple(f for f in AGGREGATES.fields if f.name not in added),
+                  AGGREGATES.key)
     row = aggregate("BTCUSDT", START, 97000.0)
     with HistoryStore(open_history(history_url).engine, (older,)) as old:
         old.write(older, [{name: row[name] for name in older.columns}])
 
-    candles = Table("candles", (Field("symbol", "string", True, ""),
-                                Field("open_time", "timestamp", True, ""),
-                                Field("close", "double", True, "")), ("symbol", "open_time"))
+    trades = Table("trades", (Field("symbol", "string", True, ""),
+                              Field("traded_at", "timestamp", True, ""),
+                              Field("price", "double", True, "")), ("symbol", "traded_at"))
     with caplog.at_level(logging.INFO, "crypto_pipeline.core.history.store"):
-        with HistoryStore(open_history(history_url).engine, (*TABLES, candles)) as new:
+        with HistoryStore(open_history(history_url).engine, (*TABLES, trades)) as new:
             new.migrate()
-            assert new.load() == [{**row, "volume": None, "vwap": None,
-                                   "last_event_time": None}]
+            assert new.load() == [{**row, **{name: None for name in added}}]
             new.upsert([{**row, "vwap": 97001.0}])
             assert new.load()[0]["vwap"] == 97001.0
-            assert new.write(candles, [{"symbol": "BTCUSDT", "open_time": START,
-                                        "close": 1.5}])
-            assert new.read(candles) == [{"symbol": "BTCUSDT", "open_time": START,
-                                          "close": 1.5}]
+            assert new.write(trades, [{"symbol": "BTCUSDT", "traded_at": START,
+                                       "price": 1.5}])
+            assert new.read(trades) == [{"symbol": "BTCUSDT", "traded_at": START,
+                                         "price": 1.5}]
             new.record_alerts([alert("BTCUSDT", START)])
         changes = [r.getMessage() for r in caplog.records]
-        assert sum("ADD COLUMN" in change for change in changes) == 3
+        assert sum("ADD COLUMN" in change for change in changes) == len(added)
         assert sum(f'CREATE TABLE IF NOT EXISTS "{t}"' in change for change in changes
-                   for t in ("alerts", "candles")) == 2
+                   for t in ("alerts", "candles", "trades")) == 3
 
         caplog.clear()
-        with HistoryStore(open_history(history_url).engine, (*TABLES, candles)) as again:
+        with HistoryStore(open_history(history_url).engine, (*TABLES, trades)) as again:
             again.migrate()
             assert len(again.load()) == 1
         assert caplog.records == []

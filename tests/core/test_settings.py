@@ -35,6 +35,17 @@ def test_defaults_are_the_contracts():
     assert s.dashboard_address == "127.0.0.1"
     assert s.dashboard_session_hours == 12 and s.dashboard_login_max_failures == 5
     assert s.dashboard_login_lockout.seconds == 900
+    assert s.candles_topic == "crypto-candles" and s.history_retention.seconds == 30 * 86400
+    assert s.alert_cooldown.seconds == 900 and s.alert_pct_thresholds is None
+    assert s.alert_pct_threshold == 1.0 and s.partial_window_pct == 20
+
+
+def test_thresholds_per_symbol_pattern_read_back_as_written():
+    s = load(ALERT_PCT_THRESHOLDS=" btcusdt=0.5, *USDT=2 ,ETH?BTC=1.25")
+    assert s.alert_pct_thresholds.entries == (("BTCUSDT", 0.5), ("*USDT", 2.0),
+                                              ("ETH?BTC", 1.25))
+    assert s.value_text("ALERT_PCT_THRESHOLDS") == "BTCUSDT=0.5,*USDT=2,ETH?BTC=1.25"
+    assert load(**{"ALERT_PCT_THRESHOLDS": s.value_text("ALERT_PCT_THRESHOLDS")}) == s
 
 
 @pytest.mark.parametrize("name,value,message", [
@@ -46,6 +57,10 @@ def test_defaults_are_the_contracts():
     ("KAFKA_BOOTSTRAP_SERVERS", "localhost", "KAFKA_BOOTSTRAP_SERVERS='localhost': "),
     ("DASHBOARD_PORT", "70000", "DASHBOARD_PORT='70000': expected a whole number"),
     ("BINANCE_BASE_URL", "api.binance.com", "BINANCE_BASE_URL='api.binance.com': expected"),
+    ("ALERT_PCT_THRESHOLDS", "BTCUSDT:0.5", "ALERT_PCT_THRESHOLDS='BTCUSDT:0.5': 'BTCUSDT:0.5'"
+                                            ": expected PATTERN=PERCENT"),
+    ("ALERT_PCT_THRESHOLDS", "BTCUSDT=-1", "ALERT_PCT_THRESHOLDS='BTCUSDT=-1': expected a"),
+    ("HISTORY_RETENTION", "forever", "HISTORY_RETENTION='forever': expected a duration"),
 ])
 def test_a_bad_value_names_the_variable(name, value, message):
     with pytest.raises(SettingsError) as err:
@@ -56,6 +71,12 @@ def test_a_bad_value_names_the_variable(name, value, message):
 def test_cross_field_rules():
     with pytest.raises(SettingsError, match="WINDOW_SLIDE"):
         load(WINDOW_SLIDE="10 minutes")
+    # Candles come from the windows' last minute: some window must end at every minute.
+    for slide, duration in (("2 minutes", "10 minutes"), ("40 seconds", "4 minutes"),
+                            ("30 seconds", "45 seconds"), ("20 seconds", "70 seconds")):
+        with pytest.raises(SettingsError, match="the slide must divide one minute"):
+            load(WINDOW_SLIDE=slide, WINDOW_DURATION=duration)
+    assert load(WINDOW_SLIDE="30 seconds", WINDOW_DURATION="90 seconds").window_slide.seconds == 30
     with pytest.raises(SettingsError, match="REPLAY_FILE is required"):
         load(PRICE_SOURCE="replay")
     with pytest.raises(SettingsError, match="DASHBOARD_SSL_CERT_FILE and DASHBOARD_SSL_KEY_FILE"):

@@ -11,8 +11,8 @@ import pandas as pd
 from crypto_pipeline.alerts.rules import AlertRules, detect
 from crypto_pipeline.core.history import open_history
 from crypto_pipeline.dashboard import charts, views
-from crypto_pipeline.dashboard.store import AggregateStore, AlertStore
-from support.dashboard_support import aggregate, offline_settings, shows
+from crypto_pipeline.dashboard.store import AggregateStore, AlertStore, candle_store
+from support.dashboard_support import aggregate, candle, offline_settings, shows
 from support.helpers import wait_for
 
 NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
@@ -71,7 +71,10 @@ def test_markers_sit_on_the_alerted_windows_of_the_charts():
     assert views.alert_markers(alerts, snapshot, ("BTCUSDT",), since=NOW - MINUTE).empty
 
     frame = views.windows_frame(snapshot, ("BTCUSDT",))
-    for figure in (charts.price_band(frame, markers), charts.candles(frame, markers)):
+    minutes = candle_store()
+    minutes.put_many(candle("BTCUSDT", NOW - k * MINUTE, 100.0 + k) for k in range(6))
+    candles = views.candles_frame(minutes.snapshot(), ("BTCUSDT",), None, 1, 5.0, {}, 20.0)
+    for figure in (charts.price_band(frame, markers), charts.candles(candles, markers)):
         traces = [t for t in figure.data if t.name == charts.ALERT_TRACE]
         assert len(traces) == 1 and list(traces[0].y) == [102.0]
         # Plotly keeps times as UTC without an offset, the windows' and the markers' alike.

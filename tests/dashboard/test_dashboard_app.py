@@ -12,6 +12,7 @@ from crypto_pipeline.core.schema import AGGREGATE_FIELDS
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from support.dashboard_support import (
     aggregate,
+    candle,
     kpi,
     metric_value,
     offline_settings,
@@ -144,6 +145,29 @@ def test_history_is_shown_after_a_restart_and_marked_stale(dashboard, tmp_path):
     assert metric_value(at, "freshness").startswith("STALE: ")
     wait_for(lambda: shows(at, lambda at: "Not live" in at.get_by_key("freshness").markdown[0].value
                            and "it is not live" in at.error[0].value), 30, "the Kafka error")
+
+
+def test_a_partial_window_is_marked_and_candles_switch_timeframe(dashboard, tmp_path):
+    """The history of a polling source with an outage: the latest window marked partial on
+    its card; the candles tab rolls the history's candles up to the timeframe picked."""
+    settings = offline_settings(tmp_path)
+    history = open_history(settings.history_url)
+    history.upsert([aggregate("BTCUSDT", NOW - 10 * MINUTE, 97000.0, count=60,
+                              expected_count=60),
+                    aggregate("BTCUSDT", NOW - 9 * MINUTE, 97100.0, count=30,
+                              expected_count=60)])
+    history.upsert_candles([candle("BTCUSDT", NOW - k * MINUTE, 97000.0 + k, expected_count=12)
+                            for k in range(10, 0, -1)])
+    at = dashboard(settings)
+    wait_for(lambda: shows(at, lambda at: "partial: 30 of 60 polls"
+                           in at.get_by_key("card-BTCUSDT").markdown[0].value), 30,
+             "the card marked partial")
+    radio = at.radio(key="timeframe")
+    assert radio.options == ["1m", "5m", "15m", "1h"] and radio.value == "1m"
+    candles = at.get_by_key("chart-candles")
+    assert candles is not None
+    radio.set_value("5m").run()
+    assert not at.exception and at.radio(key="timeframe").value == "5m"
 
 
 def test_a_bad_setting_is_one_clear_line(dashboard, tmp_path, monkeypatch):

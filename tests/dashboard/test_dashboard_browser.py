@@ -16,7 +16,13 @@ from crypto_pipeline.core import formatting as fmt
 from crypto_pipeline.kafka_io.keyed_records import json_value
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from support import browser
-from support.dashboard_support import aggregate, produce, produce_aggregates
+from support.dashboard_support import (
+    aggregate,
+    candle,
+    produce,
+    produce_aggregates,
+    produce_candles,
+)
 from support.helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -75,7 +81,7 @@ def test_kpis_in_the_browser_equal_the_data_and_update_live(settings, serve, chr
     expect(page.locator(".st-key-dead-letters [data-testid='stMetricValue']")).to_have_text(
         "1", timeout=TIMEOUT_MS)
     expect(page.locator(".st-key-freshness")).to_contain_text("Live")
-    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(browser.chart(page, "chart-band")).to_be_visible(timeout=TIMEOUT_MS)
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=artifacts_dir / "dashboard.png", full_page=True)
 
@@ -127,11 +133,12 @@ def test_alerts_show_in_the_feed_and_on_the_chart(settings, serve, chromium, art
     expect(page.locator(f".st-key-alert-BTCUSDT-{jump:%Y%m%dT%H%M}-zscore")).to_contain_text(
         "from recent windows (threshold ±3σ)")
 
+    band = browser.chart(page, "chart-band")
+
     def alert_markers():
         """(x, y) of the alert markers on the price band chart, as Plotly drew them."""
-        return page.evaluate("""() => {
-            const plot = document.querySelector('.js-plotly-plot');
-            const trace = plot && (plot._fullData || []).find(t => t.name === 'alert');
+        return band.evaluate("""plot => {
+            const trace = (plot._fullData || []).find(t => t.name === 'alert');
             return trace ? Array.from(trace.x, (x, i) => [String(x), trace.y[i]]) : [];
         }""")
 
@@ -147,3 +154,90 @@ def test_alerts_show_in_the_feed_and_on_the_chart(settings, serve, chromium, art
     expect(feed.locator("[class*='st-key-alert-BTCUSDT-']").first).to_have_class(
         re.compile(f"st-key-alert-BTCUSDT-{fall:%Y%m%dT%H%M}-move"), timeout=TIMEOUT_MS)
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_candles_switch_timeframe_and_a_zoomed_chart_stays_zoomed_across_refreshes(
+        settings, serve, chromium, artifacts_dir):
+    from playwright.sync_api import expect
+
+    settings = settings.replace(dashboard_refresh_seconds=1.0, poll_interval_seconds=5.0)
+    ensure_topics(settings)
+    end = NOW - NOW.minute % 5 * MINUTE  # on a 5-minute boundary: twelve 5-minute candles
+    start = end - 60 * MINUTE
+    produce_aggregates(settings, [aggregate("BTCUSDT", start + k * MINUTE, 97000.0 + 10 * k)
+                                  for k in range(56)])
+    # Two minutes missing most of their polls every quarter of an hour: partial, and so
+    # is their 5-minute candle (38 of 60 polls).
+    produce_candles(settings, [candle("BTCUSDT", start + k * MINUTE, 97000.0 + 10 * k,
+                                      close=97005.0 + 10 * k,
+                                      count=1 if k % 15 in (6, 7) else 12,
+                                      expected_count=12) for k in range(60)])
+    url = serve(settings).url
+
+    page = chromium.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(url)
+    expect(kpi_value(page, "BTCUSDT", "avg_price")).to_be_visible(timeout=TIMEOUT_MS)
+    page.get_by_role("tab", name="Candlesticks").click()
+    chart = browser.chart(page, "chart-candles")
+    chart.wait_for(timeout=TIMEOUT_MS)
+
+    def drawn():
+        """What Plotly drew: candles per trace, the x range, each trace's visibility
+        ({} while it has not drawn yet)."""
+        return chart.evaluate("""plot => !plot._fullData ? {} : ({
+            candles: plot._fullData.filter(t => t.type === 'candlestick').map(t => t.x.length),
+            last_close: plot._fullData.filter(t => t.type === 'candlestick')
+                .map(t => t.close[t.close.length - 1]),
+            range: plot._fullLayout.xaxis.range.map(String),
+            visible: Object.fromEntries(plot._fullData.map(t => [t.name, t.visible])),
+        })""")
+
+    wait_for(lambda: drawn().get("candles") == [60], 30, "sixty 1-minute candles")
+    page.get_by_text("5m", exact=True).click()
+    wait_for(lambda: drawn().get("candles") == [12], 30, "twelve 5-minute candles")
+    assert drawn()["visible"]["partial"] is True
+
+    before = drawn()
+    # As a user does: drag a zoom box across the middle of the chart, hide the partial
+    # markers with a click on their legend entry.
+    box = chart.locator(".nsewdrag").first.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y + 2, steps=8)
+    page.mouse.up()
+    zoomed = wait_for(lambda: (d := drawn())["range"] != before["range"] and d, 10, "the zoom")
+    chart.locator(".legend .traces", has_text="partial").click()
+    wait_for(lambda: drawn()["visible"]["partial"] == "legendonly", 10, "partial hidden")
+
+    # New candles arrive: the chart is redrawn with them (a thirteenth 5-minute candle,
+    # then its close moving), and the view is the user's still.
+    produce_candles(settings, [candle("BTCUSDT", end + k * MINUTE, 97700.0, count=12,
+                                      expected_count=12) for k in range(3)])
+    wait_for(lambda: drawn().get("candles") == [13], 30, "the new candle drawn")
+    produce_candles(settings, [candle("BTCUSDT", end + 3 * MINUTE, 97700.0, close=97800.0)])
+    wait_for(lambda: drawn().get("last_close") == [97800.0], 30, "the new candle redrawn")
+    after = drawn()
+    assert after["range"] == zoomed["range"], "the zoom was reset by a refresh"
+    assert after["visible"]["partial"] == "legendonly", "the legend choice was reset"
+    assert page.locator("[data-testid='stException']").count() == 0
+    chart.screenshot(path=artifacts_dir / "candles-5m.png")
+
+
+def test_a_chart_in_a_tab_shown_later_is_drawn_at_its_full_size(settings, serve, chromium):
+    # A tab's chart arrives while its frame has no size; once the tab shows, the chart
+    # must fill the frame (it once stayed 0 px high: an empty picture).
+    settings = settings.replace(dashboard_refresh_seconds=120.0)
+    ensure_topics(settings)
+    produce_aggregates(settings, [aggregate("BTCUSDT", NOW - k * MINUTE, 97000.0 + k)
+                                  for k in range(10)])
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(serve(settings).url)
+    browser.chart(page, "chart-band").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Latest window").click()
+    chart = browser.chart(page, "chart-bars")
+    chart.wait_for(timeout=30_000)
+    frame_height = page.locator(".st-key-chart-bars iframe").evaluate("f => f.height")
+    wait_for(lambda: chart.evaluate("p => p.getBoundingClientRect().height") >= 0.9 * float(
+        frame_height), 30, "the bars chart drawn at its frame's height")
+    assert chart.evaluate("p => p._fullData.length") == 1

@@ -9,7 +9,14 @@ from crypto_pipeline.core.history import open_history
 from crypto_pipeline.dashboard import feed as feed_module
 from crypto_pipeline.dashboard.feed import KafkaFeed
 from crypto_pipeline.kafka_io.topics import ensure_topics
-from support.dashboard_support import aggregate, offline_settings, produce, produce_aggregates
+from support.dashboard_support import (
+    aggregate,
+    candle,
+    offline_settings,
+    produce,
+    produce_aggregates,
+    produce_candles,
+)
 from support.helpers import free_port, wait_for
 from support.postgres import PASSWORD
 
@@ -23,17 +30,25 @@ def prices(feed, symbol):
     return [r["avg_price"] for r in feed.store.snapshot().windows.get(symbol, ())]
 
 
+def closes(feed, symbol):
+    return [c["close"] for c in feed.candles.snapshot().windows.get(symbol, ())]
+
+
 def test_feed_rebuilds_from_history_and_topic_then_follows(settings):
-    open_history(settings.history_url).upsert([
+    history = open_history(settings.history_url)
+    history.upsert([
         aggregate("BTCUSDT", NOW - 10 * MINUTE, 100.0),
         aggregate("BTCUSDT", NOW - 9 * MINUTE, 101.0),
         # Older than the topics' retention: a restart does not bring it back.
         aggregate("BTCUSDT", NOW - timedelta(days=30), 1.0)])
+    history.upsert_candles([candle("BTCUSDT", NOW - 10 * MINUTE, 100.0, close=100.5),
+                            candle("BTCUSDT", NOW - timedelta(days=30), 1.0)])
     feed = KafkaFeed(settings).start()
     try:
         assert feed.wait_for_first_answer(30)
         assert feed.health().topic_exists is False
         assert prices(feed, "BTCUSDT") == [100.0, 101.0]
+        assert closes(feed, "BTCUSDT") == [100.5]
         assert feed.health().history_loaded == 2
 
         ensure_topics(settings)
@@ -45,12 +60,15 @@ def test_feed_rebuilds_from_history_and_topic_then_follows(settings):
         produce(settings, settings.output_topic, [(b"BTCUSDT|x", b"{not json"),
                                                   (b"BTCUSDT|y", None)])
         produce(settings, settings.dlq_topic, [(None, b"bad tick %d" % i) for i in range(3)])
+        produce_candles(settings, [candle("BTCUSDT", NOW - 10 * MINUTE, 100.0, close=100.7),
+                                   candle("BTCUSDT", NOW - 9 * MINUTE, 101.0, close=101.2)])
 
         wait_for(lambda: prices(feed, "BTCUSDT") == [100.0, 101.5, 102.5]
                  and prices(feed, "ETHUSDT") == [3000.0], 30, "the topic's latest values")
         health = wait_for(lambda: (h := feed.health()).dead_letters == 3 and h.malformed == 2
                           and h.backlog == 0 and h, 30, "dead letters and skipped records")
-        assert health.kafka == "ok" and health.topic_exists and health.records_read == 6
+        wait_for(lambda: closes(feed, "BTCUSDT") == [100.7, 101.2], 30, "the candles' topic")
+        assert health.kafka == "ok" and health.topic_exists and health.records_read >= 6
         assert "offset" in health.last_malformed
 
         produce_aggregates(settings, [aggregate("ETHUSDT", NOW - 7 * MINUTE, 3001.0)])

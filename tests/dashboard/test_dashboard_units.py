@@ -1,5 +1,7 @@
 """The dashboard without Streamlit or Kafka: store, formatting, view models, login rules."""
 
+import json
+import math
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,12 +14,22 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from crypto_pipeline.core import formatting as fmt
+from crypto_pipeline.core.schema import Tick, candle_key, format_time, parse_candle
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import ProducerStatus, SparkStatus
 from crypto_pipeline.dashboard import charts, views
 from crypto_pipeline.dashboard.feed import FeedHealth, parse_checked_aggregate
-from crypto_pipeline.dashboard.store import BYTES_PER_WINDOW, COLUMNS, AggregateStore, to_row
+from crypto_pipeline.dashboard.store import (
+    BYTES_PER_WINDOW,
+    COLUMNS,
+    AggregateStore,
+    candle_store,
+    to_row,
+)
 from support.dashboard_support import aggregate, message
+from support.helpers import as_text
+from support.oracle import candle_mismatches, expected_candles
+from support.tick_scenarios import out_of_order, replay_ticks
 
 T0 = datetime(2025, 1, 15, 14, 30, tzinfo=timezone.utc)
 MINUTE = timedelta(minutes=1)
@@ -300,12 +312,19 @@ def test_charts_have_one_panel_per_symbol_with_the_data():
     frame = views.windows_frame(snapshot, ["BTCUSDT", "XRPUSDT"])
     band = charts.price_band(frame)
     assert [a.text for a in band.layout.annotations] == ["BTCUSDT", "XRPUSDT"]
-    assert [t.name for t in band.data] == ["max", "min", "avg"] * 2
+    assert [t.name for t in band.data] == ["max", "min–max", "avg"] * 2
     assert list(band.data[2].y) == [97000.0, 97001.0, 97002.0]
     assert band.layout.yaxis2.tickformat == ",.4f"
-    candles = charts.candles(frame)
+    one_minute = candle_store()
+    one_minute.put_many({"symbol": s, "open_time": T0 + i * MINUTE,
+                         "close_time": T0 + (i + 1) * MINUTE, "open": p, "high": p + 2,
+                         "low": p - 1, "close": p + i, "count": 4}
+                        for i in range(3) for s, p in (("BTCUSDT", 97000.0), ("XRPUSDT", 2.1)))
+    candle_frame = views.candles_frame(one_minute.snapshot(), ["BTCUSDT", "XRPUSDT"], None, 1,
+                                       5.0, {}, 20.0)
+    candles = charts.candles(candle_frame)
     assert [t.type for t in candles.data] == ["candlestick"] * 2
-    assert list(candles.data[0].close) == list(frame[frame.symbol == "BTCUSDT"].close_price)
+    assert list(candles.data[0].close) == [97000.0, 97001.0, 97002.0]
     bars = charts.latest_bars(views.latest_frame(snapshot, ["BTCUSDT", "XRPUSDT"]))
     assert list(bars.data[0].text) == ["96,905.00", "97,002.00", "97,099.00"]
 
@@ -400,5 +419,104 @@ def test_bulk_windows_from_the_history_land_as_single_ones_do():
         {s: list(w) for s, w in one_by_one.windows.items()}
 
 
-def test_a_window_held_takes_120_bytes():
-    assert len(COLUMNS) * 8 == BYTES_PER_WINDOW == 120
+def test_a_window_held_takes_136_bytes():
+    assert len(COLUMNS) * 8 == BYTES_PER_WINDOW == 136
+
+
+# --- candles, timeframes, completeness, gaps -------------------------------------------------
+
+def parsed_candles(oracle: dict) -> list[dict]:
+    """The oracle's candles (JSON as the topic has it) as the feed parses them."""
+    return [parse_candle(json.dumps(candle)) for candle in oracle.values()]
+
+
+@pytest.mark.parametrize("timeframe", list(views.TIMEFRAMES))
+def test_every_timeframe_rolls_up_exactly_from_one_minute_candles(timeframe):
+    """Real klines with quantities, delivered out of order: the roll-up of the oracle's
+    1-minute candles equals the oracle's candles of the timeframe, computed from ticks."""
+    ticks = out_of_order(replay_ticks("BTCUSDT-1m-2025-08-01_2025-08-10.csv", minutes=190,
+                                      with_quantity=True)
+                         + replay_ticks("ETHUSDT-1m-2022-08-14.csv", minutes=70), 60, seed=3)
+    minutes = views.TIMEFRAMES[timeframe]
+    rolled = views.rollup(parsed_candles(expected_candles(ticks)), minutes, 5.0)
+    got = {candle_key(c["symbol"], format_time(c["open_time"])): as_text(c) for c in rolled}
+    assert candle_mismatches(got, expected_candles(ticks, minutes)) == []
+
+
+def test_a_timeframe_of_polls_expects_the_polls_of_its_whole_span():
+    polls = [Tick("BTCUSDT", 100.0 + i, T0 + timedelta(seconds=7 * i), "binance")
+             for i in range(60) if not 10 <= i < 20]
+    rolled = views.rollup(parsed_candles(expected_candles(polls, 1, 7.0)), 5, 7.0)
+    assert candle_mismatches(
+        {candle_key(c["symbol"], format_time(c["open_time"])): as_text(c) for c in rolled},
+        expected_candles(polls, 5, 7.0)) == []
+    assert [(c["count"], c["expected_count"]) for c in rolled] == [(33, 42), (17, 42)]
+
+
+def test_windows_missing_more_than_the_share_of_polls_are_partial_open_ones_by_what_is_due():
+    start, end = T0, T0 + 5 * MINUTE
+    window = {"count": 47, "expected_count": 60}
+    assert views.completeness(window, start, end, end, 20.0) == views.Completeness(
+        True, "47 of 60 polls")
+    assert not views.completeness({**window, "count": 48}, start, end, end, 20.0).partial
+    # Open: a minute in, 12 polls were due; 9 is within the share, 8 is not.
+    assert not views.completeness({**window, "count": 10}, start, end, T0 + MINUTE, 20.0).partial
+    assert views.completeness({**window, "count": 9}, start, end, T0 + MINUTE, 20.0).partial
+    assert views.completeness({"count": 5, "missed_trades": 3}, start, end, end, 20.0) == (
+        views.Completeness(True, "3 trades missed"))
+    assert views.completeness({"count": 5, "missed_trades": 0}, start, end, end, 20.0) == (
+        views.Completeness(False, None))
+    assert views.completeness({"count": 5}, start, end, end, 20.0) == views.Completeness(
+        False, None), "a replay: nothing expected"
+
+
+def test_an_outage_breaks_the_line_and_partial_windows_are_marked():
+    polled = {"expected_count": 60}
+    records = [{**aggregate("BTCUSDT", T0 + i * MINUTE, 100.0 + i, count=60), **polled}
+               for i in range(3)]
+    records += [{**aggregate("BTCUSDT", T0 + i * MINUTE, 100.0 + i, count=30), **polled}
+                for i in (6, 7)]
+    snapshot = store_of(*records).snapshot()
+    frame = views.windows_frame(snapshot, ["BTCUSDT"], slide=MINUTE, missing_pct=20.0)
+    assert list(frame["window_start"]) == [T0 + i * MINUTE for i in (0, 1, 2, 3, 6, 7)]
+    assert frame["avg_price"].isna().tolist() == [False, False, False, True, False, False]
+    assert frame["partial"].tolist()[-2:] == [True, True]
+    band = charts.price_band(frame)
+    avg = next(t for t in band.data if t.name == "avg")
+    assert avg.y[3] is None or math.isnan(avg.y[3]), "no line across the outage"
+    partial = next(t for t in band.data if t.name == charts.PARTIAL_TRACE)
+    assert [str(x)[:16] for x in partial.x] == ["2025-01-15T14:36", "2025-01-15T14:37"]
+    assert list(partial.text) == ["30 of 60 polls"] * 2
+    card = views.cards(snapshot, ["BTCUSDT"], 20.0)[0]
+    assert card.partial == "30 of 60 polls"
+    assert views.cards(snapshot, ["BTCUSDT"])[0].partial is None
+
+
+def test_charts_keep_their_view_across_refreshes():
+    """A figure's uirevision and its traces' uids are the same on every rerun, whatever
+    the data: plotly then keeps the user's zoom, pan and legend choices."""
+    def figures(extra_minutes):
+        records = [aggregate("BTCUSDT", T0 + i * MINUTE, 100.0 + i)
+                   for i in range(3 + extra_minutes)]
+        snapshot = store_of(*records).snapshot()
+        frame = views.windows_frame(snapshot, ["BTCUSDT"])
+        candle_rows = [{"symbol": "BTCUSDT", "open_time": T0 + i * MINUTE,
+                        "close_time": T0 + (i + 1) * MINUTE, "open": 1.0, "high": 2.0,
+                        "low": 0.5, "close": 1.5, "count": 4} for i in range(3 + extra_minutes)]
+        candle_snapshot = store_of_candles(candle_rows).snapshot()
+        candles = views.candles_frame(candle_snapshot, ["BTCUSDT"], None, 5, 5.0, {}, 20.0)
+        return charts.price_band(frame), charts.candles(candles)
+
+    before, after = figures(0), figures(4)
+    for old, new in zip(before, after):
+        assert old.layout.uirevision == new.layout.uirevision
+        assert [t.uid for t in old.data] == [t.uid for t in new.data]
+    assert {f.layout.uirevision for f in before} == {"chart-band", "chart-candles"}
+    rolled = after[1].data[0]
+    assert len(rolled.x) == 2 and list(rolled.close) == [1.5, 1.5]
+
+
+def store_of_candles(rows):
+    store = candle_store()
+    store.put_many(rows)
+    return store

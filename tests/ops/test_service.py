@@ -52,7 +52,8 @@ def pipeline(kafka, tmp_path_factory):
     settings = Settings.load(environ={}, env_file=None).replace(
         kafka_bootstrap_servers=kafka, kafka_mode="external",
         input_topic=f"ticks-{tag}", output_topic=f"aggregates-{tag}",
-        dlq_topic=f"dlq-{tag}", alerts_topic=f"alerts-{tag}", topic_partitions=2,
+        dlq_topic=f"dlq-{tag}", alerts_topic=f"alerts-{tag}",
+        candles_topic=f"candles-{tag}", topic_partitions=2,
         price_source="simulated", symbols=SYMBOLS, poll_interval_seconds=0.5,
         trigger_interval=Duration.parse("1 second"), spark_master="local[2]",
         spark_ui_port=free_port(), dashboard_port=free_port(), dashboard_refresh_seconds=1.0,

@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from crypto_pipeline.binance.klines import read_klines, ticks_of
+from crypto_pipeline.binance.ws import trade_tick
+from crypto_pipeline.core.schema import Tick
 from crypto_pipeline.core.settings import Settings, SettingsError
 from crypto_pipeline.producer.app import build_source
 from crypto_pipeline.producer.sources.replay import ReplayFileError, ReplaySource
 from crypto_pipeline.producer.sources.simulated import SimulatedSource
+from crypto_pipeline.producer.sources.trade_stream import with_missed_counts
 from support import DATA_DIR
 
 DATA = DATA_DIR
@@ -123,3 +126,17 @@ def test_simulated_prices_walk_for_any_symbols_at_the_poll_interval():
     assert len({t.price for _, b in batches for t in b}) == 10  # it moves
     assert batches[-1][0] - batches[0][0] >= 4 * 0.05 - 0.01
     assert source.status.polls == 5
+
+
+def test_trades_the_stream_and_the_history_both_missed_are_counted_on_the_next_tick():
+    def trade(trade_id: int) -> Tick:
+        return trade_tick("BTCUSDT", trade_id, 97000.0 + trade_id, 0.5, 1_700_000_000_000)
+
+    # After trade 10 the stream delivers 20; the history had 11..13 and 16, not 14, 15
+    # and 17..19.
+    filled, streamed = with_missed_counts(10, [trade(i) for i in (11, 12, 13, 16)], trade(20))
+    assert [(t.position, t.missed_before) for t in (*filled, streamed)] == [
+        (11, None), (12, None), (13, None), (16, 2), (20, 3)]
+    assert streamed.to_dict()["missed_before"] == 3 and "missed_before" not in trade(1).to_dict()
+    # Nothing missed: nothing counted.
+    assert with_missed_counts(19, [], trade(20)) == ([], trade(20))

@@ -20,8 +20,16 @@ from crypto_pipeline.streaming.backfill import Backfill, backfill_ticks, fill_st
 from support import DATA_DIR
 from support.dashboard_support import aggregate
 from support.fake_binance import FakeBinance
-from support.helpers import free_port, history_by_key, latest_by_key, read_topic, windows
-from support.oracle import mismatches
+from support.helpers import (
+    candles,
+    free_port,
+    history_by_key,
+    history_candles,
+    latest_by_key,
+    read_topic,
+    windows,
+)
+from support.oracle import candle_mismatches, mismatches
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +48,12 @@ def oracle_windows(klines, since, until, settings):
     return {key: window for key, window in windows(backfill_ticks(klines), settings).items()
             if window["window_start"] >= f"{since:%Y-%m-%dT%H:%M}"
             and window["window_end"] <= f"{until:%Y-%m-%dT%H:%M}:00.000000Z"}
+
+
+def oracle_candles(klines, since, until, settings):
+    """The oracle's candles of the klines' ticks from `since` to `until`."""
+    return {key: candle for key, candle in candles(backfill_ticks(klines), settings).items()
+            if f"{since:%Y-%m-%dT%H:%M}" <= candle["open_time"] < f"{until:%Y-%m-%dT%H:%M}"}
 
 
 def real_klines() -> dict[str, list]:
@@ -78,6 +92,13 @@ def test_24_hours_of_two_symbols_from_the_rest_api_equal_the_oracle(spark, kafka
     topic = latest_by_key(read_topic(kafka, settings.output_topic, min_records=len(expected),
                                      timeout=30, idle=0.3))
     assert mismatches(topic, expected) == []
+    # The same candles as the live job makes of those ticks: one per kline.
+    minutes = oracle_candles(klines, since, UNTIL, settings)
+    assert result.candles == len(minutes) == 2 * 1440
+    assert candle_mismatches(history_candles(settings), minutes) == []
+    candle_topic = latest_by_key(read_topic(kafka, settings.candles_topic,
+                                            min_records=len(minutes), timeout=30, idle=0.3))
+    assert candle_mismatches(candle_topic, minutes) == []
     # Backfilled windows were "emitted" when a live job would have emitted them last.
     assert all(window["emitted_at"] == window["window_end"] for window in topic.values())
 
@@ -115,6 +136,9 @@ def test_a_kline_file_joins_live_data_without_overwriting_or_counting_twice(spar
     assert [(stored[key]["window_start"], stored[key]["avg_price"])
             for key in sorted(stored.keys() - expected.keys())] == [
         (format_time(w["window_start"]), w["avg_price"]) for w in live], "live windows kept"
+    assert candle_mismatches(history_candles(settings),
+                             oracle_candles(klines, gap_start, file_end, settings)) == []
+    assert result.candles == 39
 
     # Run again (another restart): nothing left to fill, nothing written twice.
     assert Backfill(spark, settings).run(now=datetime.now(timezone.utc)) is None

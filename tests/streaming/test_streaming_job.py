@@ -16,13 +16,18 @@ import pytest
 from crypto_pipeline.core.errors import one_line
 from crypto_pipeline.core.history import open_history, sqlite_url
 from crypto_pipeline.core.paths import PROJECT_ROOT
-from crypto_pipeline.core.schema import Tick
+from crypto_pipeline.core.schema import Tick, candle_key, format_time
 from crypto_pipeline.core.settings import EXIT_CONFIG_ERROR, Duration
+from crypto_pipeline.dashboard import views
 from crypto_pipeline.kafka_io.topics import ensure_topics
 from crypto_pipeline.streaming.job import StreamingJob, kafka_backlog
+from support.dashboard_support import aggregate
 from support.helpers import (
+    as_text,
+    candles,
     free_port,
     history_by_key,
+    history_candles,
     latest_by_key,
     processed,
     produce,
@@ -33,7 +38,7 @@ from support.helpers import (
     wait_for,
     windows,
 )
-from support.oracle import mismatches
+from support.oracle import candle_mismatches, mismatches
 from support.tick_scenarios import POISON, out_of_order, replay_ticks, shifted
 
 pytestmark = pytest.mark.integration
@@ -53,6 +58,10 @@ def test_restart_from_the_checkpoint_loses_and_double_counts_nothing(spark, kafk
     ticks = sorted(btc + eth, key=lambda t: t.event_time)
     delivered = out_of_order(ticks, 60, seed=1)
     produce_ticks(settings, delivered)
+    # Beyond HISTORY_RETENTION (counted back from the newest window): the second start
+    # prunes it, when the first run's windows are in the store.
+    with open_history(settings.history_url) as history:
+        history.upsert([aggregate("OLDUSDT", ticks[0].event_time - timedelta(days=31), 1.0)])
 
     first = StreamingJob(spark, settings)
     first.start()
@@ -67,9 +76,22 @@ def test_restart_from_the_checkpoint_loses_and_double_counts_nothing(spark, kafk
     second.start()
     try:
         wait_for(lambda: processed(second) == len(delivered), 120, "every tick processed")
+        wait_for(lambda: not any(key.startswith("OLDUSDT|") for key in history_by_key(settings)),
+                 30, "the retention's prune on start")
         actual = latest_by_key(read_topic(kafka, settings.output_topic, idle=0.3))
         assert mismatches(actual, windows(ticks, settings)) == []
         assert mismatches(history_by_key(settings), windows(ticks, settings)) == []
+        minutes = candles(ticks, settings)
+        got = latest_by_key(read_topic(kafka, settings.candles_topic, idle=0.3))
+        assert candle_mismatches(got, minutes) == []
+        assert candle_mismatches(history_candles(settings), minutes) == []
+        # Every timeframe the dashboard offers, rolled up from the job's candles.
+        with open_history(settings.history_url) as history:
+            stored = history.load_candles()
+        for timeframe in views.TIMEFRAMES.values():
+            rolled = {candle_key(c["symbol"], format_time(c["open_time"])): as_text(c)
+                      for c in views.rollup(stored, timeframe, settings.poll_interval_seconds)}
+            assert candle_mismatches(rolled, candles(ticks, settings, timeframe)) == []
 
         # A tick ten minutes on moves the watermark past every window so far; a tick
         # older than the watermark after that is dropped and counted, not aggregated.
@@ -86,6 +108,8 @@ def test_restart_from_the_checkpoint_loses_and_double_counts_nothing(spark, kafk
         assert mismatches(latest_by_key(read_topic(kafka, settings.output_topic, idle=0.3)),
                           expected) == []
         assert mismatches(history_by_key(settings), expected) == []
+        assert candle_mismatches(history_candles(settings),
+                                 candles(ticks + [later], settings)) == []
         assert len(open_history(settings.history_url).load()) == len(expected)
         status = spark_status(settings.run_dir)
         assert status.state == "active" and status.backlog == 0

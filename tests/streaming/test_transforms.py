@@ -10,9 +10,11 @@ import pytest
 
 from crypto_pipeline.core.schema import (
     AGGREGATE_FIELDS,
+    CANDLE_FIELDS,
     DLQ_FIELDS,
     Tick,
     aggregate_key,
+    candle_key,
     format_time,
     parse_time,
 )
@@ -21,13 +23,16 @@ from crypto_pipeline.streaming.transforms import (
     DLQ_VALUE_MAX_CHARS,
     aggregate_records,
     aggregate_windows,
+    candle_records,
+    candles,
     dead_letter_records,
     parse_records,
     rejected_records,
     valid_ticks,
 )
+from support.helpers import candles as oracle_candles
 from support.helpers import windows
-from support.oracle import expected_windows, mismatches
+from support.oracle import candle_mismatches, expected_candles, expected_windows, mismatches
 from support.tick_scenarios import (
     POISON,
     in_future,
@@ -77,10 +82,12 @@ def test_valid_ticks_keep_their_fields_in_utc(spark):
     assert len(rows) == len(values)
     assert rows[0] == {"symbol": "BTCUSDT", "price": 97432.15,
                        "event_time": datetime(2025, 1, 15, 14, 32, 1, 123456),
-                       "source": None, "quantity": None, "event_id": None}
+                       "source": None, "quantity": None, "event_id": None,
+                       "missed_before": None}
     assert rows[1] == {"symbol": "BTCUSDT", "price": 97432.15,
                        "event_time": datetime(2025, 1, 15, 14, 32, 1, 500000),
-                       "source": "binance-ws", "quantity": 0.25, "event_id": None}
+                       "source": "binance-ws", "quantity": 0.25, "event_id": None,
+                       "missed_before": None}
     assert rows[2]["event_time"] == datetime(2025, 1, 15, 14, 32, 1)
     assert rows[5]["event_id"] == "e1" and rows[5]["source"] == "replay"
 
@@ -118,7 +125,18 @@ def test_aggregation_matches_the_oracle_on_real_klines(spark, replayed):
     ticks, delivered = replayed
     values = [t.to_json() for t in delivered] + [v for v, _ in POISON.values()]
     parsed = parse_records(kafka_records(spark, values), SETTINGS.max_clock_skew)
-    records = aggregate_records(aggregate_windows(valid_ticks(parsed), SETTINGS)).collect()
+    aggregated = aggregate_windows(valid_ticks(parsed), SETTINGS).cache()
+    records = aggregate_records(aggregated).collect()
+    candle_rows = candle_records(candles(aggregated)).collect()
+    aggregated.unpersist()
+
+    # Every minute's candle once, from the window that ends with it.
+    got = {row.key: json.loads(row.value) for row in candle_rows}
+    assert len(got) == len(candle_rows)
+    assert candle_mismatches(got, oracle_candles(ticks, SETTINGS)) == []
+    eth = got[candle_key("ETHUSDT", "2022-08-14T00:00:00.000000Z")]
+    assert list(eth) == [f.name for f in CANDLE_FIELDS]
+    assert eth["close_time"] == "2022-08-14T00:01:00.000000Z" and eth["count"] == 4
 
     actual = {row.key: json.loads(row.value) for row in records}
     assert len(actual) == len(records), "one record per symbol and window"
@@ -141,9 +159,39 @@ def test_window_settings_are_honoured(spark, replayed):
     few = ticks[:400]
     parsed = parse_records(kafka_records(spark, [t.to_json() for t in few]),
                            settings.max_clock_skew)
-    records = aggregate_records(aggregate_windows(valid_ticks(parsed), settings)).collect()
+    aggregated = aggregate_windows(valid_ticks(parsed), settings)
+    records = aggregate_records(aggregated).collect()
     actual = {row.key: json.loads(row.value) for row in records}
     assert mismatches(actual, expected_windows(few, 90, 30)) == []
+    # Windows end every 30 s; those ending on a minute hold the candles.
+    got = {row.key: json.loads(row.value)
+           for row in candle_records(candles(aggregated)).collect()}
+    assert candle_mismatches(got, expected_candles(few)) == []
+
+
+def test_windows_and_candles_say_how_complete_they_are(spark):
+    """Polls every 5 s with an outage, trades with a gap the producer reported: the
+    expected polls and the missed trades, as the oracle has them."""
+    start = datetime(2025, 1, 15, 14, 0, tzinfo=timezone.utc)
+    polls = [Tick("BTCUSDT", 97000.0 + i, start + timedelta(seconds=5 * i), "binance")
+             for i in range(120) if not 30 <= i < 50]  # 100 s without polls
+    trades = [Tick("ETHUSDT", 3000.0 + i, start + timedelta(seconds=3 * i), "binance-ws",
+                   quantity=0.5, event_id=str(i), missed_before=7 if i == 40 else None)
+              for i in range(100)]
+    parsed = parse_records(kafka_records(spark, [t.to_json() for t in polls + trades]),
+                           SETTINGS.max_clock_skew)
+    aggregated = aggregate_windows(valid_ticks(parsed), SETTINGS)
+    actual = {row.key: json.loads(row.value)
+              for row in aggregate_records(aggregated).collect()}
+    assert mismatches(actual, windows(polls + trades, SETTINGS)) == []
+    got = {row.key: json.loads(row.value)
+           for row in candle_records(candles(aggregated)).collect()}
+    assert candle_mismatches(got, oracle_candles(polls + trades, SETTINGS)) == []
+    window = actual[aggregate_key("BTCUSDT", "2025-01-15T14:00:00.000000Z")]
+    assert (window["count"], window["expected_count"], window["missed_trades"]) == (40, 60, None)
+    gap = got[candle_key("ETHUSDT", "2025-01-15T14:02:00.000000Z")]
+    assert (gap["missed_trades"], gap["expected_count"]) == (7, None)
+    assert got[candle_key("ETHUSDT", "2025-01-15T14:01:00.000000Z")]["missed_trades"] == 0
 
 
 def test_aggregation_hash_aggregates_without_python(spark, replayed):

@@ -43,6 +43,11 @@ def chromium() -> Iterator:
             browser.close()
 
 
+def chart(page, key: str):
+    """The Plotly plot of the dashboard's chart of this key (drawn in its frame)."""
+    return page.frame_locator(f".st-key-{key} iframe").locator(".js-plotly-plot")
+
+
 def kpi_selector(symbol: str, name: str) -> str:
     """The value of one KPI on a symbol's card (the dashboard keys its containers)."""
     return f".st-key-kpi-{symbol}-{name} [data-testid='stMetricValue']"

@@ -7,7 +7,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from crypto_pipeline.core.history import sqlite_url
-from crypto_pipeline.core.schema import AGGREGATE_FIELDS, aggregate_key, format_time
+from crypto_pipeline.core.schema import (
+    AGGREGATE_FIELDS,
+    CANDLE_FIELDS,
+    aggregate_key,
+    candle_key,
+    format_time,
+)
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.kafka_io.clients import client_config
 from support.helpers import METRICS_OFF, free_port
@@ -17,7 +23,8 @@ WINDOW = timedelta(minutes=5)
 
 def aggregate(symbol: str, window_start: datetime, avg: float, *, low: float | None = None,
               high: float | None = None, count: int = 10,
-              emitted_at: datetime | None = None) -> dict[str, Any]:
+              emitted_at: datetime | None = None,
+              expected_count: int | None = None) -> dict[str, Any]:
     """A complete aggregate record (parsed form: times as aware datetimes)."""
     low = avg * 0.999 if low is None else low
     high = avg * 1.001 if high is None else high
@@ -28,9 +35,30 @@ def aggregate(symbol: str, window_start: datetime, avg: float, *, low: float | N
         "pct_change": 100 * (high - low) / low, "stddev_price": None, "volume": None,
         "vwap": None, "last_event_time": window_start + WINDOW - timedelta(seconds=1),
         "emitted_at": emitted_at or datetime.now(timezone.utc),
+        "expected_count": expected_count, "missed_trades": None,
     }
     assert tuple(record) == tuple(f.name for f in AGGREGATE_FIELDS)
     return record
+
+
+def candle(symbol: str, open_time: datetime, open_price: float, *, close: float | None = None,
+           count: int = 4, expected_count: int | None = None) -> dict[str, Any]:
+    """A complete 1-minute candle (parsed form)."""
+    close = open_price * 1.0005 if close is None else close
+    record = {"symbol": symbol, "open_time": open_time,
+              "close_time": open_time + timedelta(minutes=1), "open": open_price,
+              "high": max(open_price, close) * 1.0003, "low": min(open_price, close) * 0.9997,
+              "close": close, "count": count, "volume": None, "expected_count": expected_count,
+              "missed_trades": None}
+    assert tuple(record) == tuple(f.name for f in CANDLE_FIELDS)
+    return record
+
+
+def candle_message(record: dict[str, Any]) -> tuple[bytes, bytes]:
+    """(key, value) of a candle as the Spark job writes it to CANDLES_TOPIC."""
+    value = {k: format_time(v) if isinstance(v, datetime) else v for k, v in record.items()}
+    return (candle_key(record["symbol"], value["open_time"]).encode(),
+            json.dumps(value).encode())
 
 
 def message(record: dict[str, Any]) -> tuple[bytes, bytes]:
@@ -54,6 +82,10 @@ def produce(settings: Settings, topic: str,
 
 def produce_aggregates(settings: Settings, records: Iterable[dict[str, Any]]) -> None:
     produce(settings, settings.output_topic, (message(r) for r in records))
+
+
+def produce_candles(settings: Settings, records: Iterable[dict[str, Any]]) -> None:
+    produce(settings, settings.candles_topic, (candle_message(r) for r in records))
 
 
 # --- reading an AppTest of the page ---------------------------------------------------

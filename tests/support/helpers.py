@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 from crypto_pipeline.core.history import open_history
 from crypto_pipeline.core.processes import free_port  # noqa: F401 - re-exported for the tests
-from crypto_pipeline.core.schema import aggregate_key, format_time
+from crypto_pipeline.core.schema import aggregate_key, candle_key, format_time
 from crypto_pipeline.core.status import (
     ProducerStatus,
     SparkStatus,
@@ -23,7 +23,7 @@ from crypto_pipeline.core.status import (
 from crypto_pipeline.core.waiting import WaitTimeout, wait_until
 from crypto_pipeline.kafka_io.clients import client_config
 from crypto_pipeline.streaming.job import total_offset
-from support.oracle import expected_windows
+from support.oracle import expected_candles, expected_windows
 
 T = TypeVar("T")
 
@@ -132,7 +132,12 @@ def produce_ticks(settings, ticks) -> None:
 def windows(ticks, settings) -> dict[str, dict]:
     """The oracle's aggregates of `ticks` under the window settings of `settings`."""
     return expected_windows(ticks, settings.window_duration.seconds,
-                            settings.window_slide.seconds)
+                            settings.window_slide.seconds, settings.poll_interval_seconds)
+
+
+def candles(ticks, settings, minutes: int = 1) -> dict[str, dict]:
+    """The oracle's candles of `ticks` of `minutes` minutes."""
+    return expected_candles(ticks, minutes, settings.poll_interval_seconds)
 
 
 def by_key(rows) -> dict[str, dict]:
@@ -148,6 +153,19 @@ def history_by_key(settings) -> dict[str, dict]:
     """The history store as the topic's JSON would have it."""
     with open_history(settings.history_url) as history:
         return by_key(history.load())
+
+
+def as_text(row: dict) -> dict:
+    """A parsed row with its times as the topic's JSON writes them."""
+    return {name: format_time(value) if isinstance(value, datetime) else value
+            for name, value in row.items()}
+
+
+def history_candles(settings) -> dict[str, dict]:
+    """The history store's candles as the candles topic's JSON would have them."""
+    with open_history(settings.history_url) as history:
+        return {candle_key(row["symbol"], format_time(row["open_time"])): as_text(row)
+                for row in history.load_candles()}
 
 
 def spark_status(run_dir) -> SparkStatus:

@@ -1,19 +1,22 @@
-"""Spike alerts on the aggregates the Spark job just wrote: detect, send once, remember.
+"""Spike alerts on the aggregates the Spark job just wrote: detect, choose, send once,
+remember.
 
 The job's batch writer hands over each micro-batch's aggregates after the history upsert,
-so the history store already holds every window the z-score looks back on. An alert goes
-to ALERTS_TOPIC (key `SYMBOL|window_start|kind`, confirmed by the broker) and only then
-is recorded in the history store; the record is what makes it "sent": a window updated in
-a later batch, a re-run batch or a restarted job finds it and stays quiet. A crash between
-sending and recording sends it again under the same key, which compaction and every
-consumer treat as one alert. Then the webhook, if set, gets it without waiting.
+so the history store already holds every window the z-score looks back on. The alerts
+recorded in the history store are the rules' memory: those of the cooldown before the
+batch's windows decide what the batch's candidates may send (`rules.choose`), so a
+window updated in a later batch, a re-run batch or a restarted job stays quiet, and the
+cooldown holds across batches and restarts. An alert goes to ALERTS_TOPIC (key
+`SYMBOL|window_start|kind`, confirmed by the broker) and only then is recorded; a crash
+between the two sends it again under the same key, which compaction and every consumer
+treat as one alert. Then the webhook, if set, gets it without waiting.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from crypto_pipeline.alerts import rules as alerts
 from crypto_pipeline.alerts.webhook import AlertWebhook
@@ -41,12 +44,13 @@ class SpikeAlerts:
         """Alert on these aggregates (times as datetimes or ISO text); returns the alerts
         sent now. A failure to send raises, so the batch fails and is re-run."""
         rows = [_with_times(row) for row in aggregates]
-        recent = self.history.recent_returns(
-            ((row["symbol"], row["window_start"]) for row in rows), self.rules.zscore_windows)
-        detected_at = self._clock()
-        found = [alert for row in rows for alert in alerts.detect(
-            row, recent[(row["symbol"], row["window_start"])], self.rules, detected_at)]
-        new = self.history.unrecorded_alerts(found) if found else []
+        found = candidates(self.history, rows, self.rules, self._clock())
+        if not found:
+            return []
+        sent = self.history.load_alerts(
+            since=min(alert["window_start"] for alert in found) - self.rules.cooldown,
+            symbols={alert["symbol"] for alert in found})
+        new = alerts.choose(found, sent, self.rules)
         if not new:
             return []
         send_confirmed(self.settings, self.settings.alerts_topic,
@@ -69,6 +73,16 @@ class SpikeAlerts:
     def close(self) -> None:
         if self._webhook is not None:
             self._webhook.close()
+
+
+def candidates(history: HistoryStore, rows: Sequence[Mapping[str, Any]],
+               rules: alerts.AlertRules, detected_at: datetime) -> list[dict[str, Any]]:
+    """What the rules raise on these aggregates (times as datetimes), each z-score
+    against the recent returns the history store holds."""
+    recent = history.recent_returns(((row["symbol"], row["window_start"]) for row in rows),
+                                    rules.zscore_windows)
+    return [alert for row in rows for alert in alerts.detect(
+        row, recent[(row["symbol"], row["window_start"])], rules, detected_at)]
 
 
 def _with_times(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -74,5 +74,9 @@ def alert(alert: Mapping[str, Any]) -> str:
     else:
         what = (f"return {alert['value']:+.1f}σ from recent windows "
                 f"(threshold ±{alert['threshold']:g}σ)")
+    covered = alert.get("windows") or 1
+    if covered > 1 and alert.get("first_window_start") and alert.get("last_window_end"):
+        span = window(alert["first_window_start"], alert["last_window_end"])
+        return f"{alert['symbol']} {what} in {covered} windows {span}"
     span = window(alert["window_start"], alert["window_end"])
     return f"{alert['symbol']} {what} in the window {span}"

@@ -7,8 +7,15 @@
   every field; a reader needs only the required ones (the contract: symbol, window, the
   prices' avg/min/max, count, spread), so another writer may leave the rest out;
 - a dead letter on DLQ_TOPIC: key = the original key, value = JSON of `DLQ_FIELDS`;
+- a candle on CANDLES_TOPIC: key = `SYMBOL|open_time`, value = JSON of `CANDLE_FIELDS`:
+  the ticks of one minute (tumbling, by event time); a later message replaces the earlier;
 - an alert on ALERTS_TOPIC: key = `SYMBOL|window_start|kind`, value = JSON of
   `ALERT_FIELDS`; one per symbol, window and kind.
+
+Aggregates and candles say how complete they are: `expected_count` (ticks a polling
+source sends in the span, next to `count`, the ticks received) or `missed_trades` (trades
+a trade stream missed just before ticks in the span, which the producer reports on the
+first tick after the gap, `missed_before`).
 
 Spark schemas are built from these tuples (`spark_schema`), so no field is declared twice.
 """
@@ -36,7 +43,21 @@ TICK_FIELDS: tuple[Field, ...] = (
     Field("source", "string", False, "binance, binance-ws, replay, simulated or backfill"),
     Field("quantity", "double", False, "traded quantity, when the source is a trade"),
     Field("event_id", "string", False, "identifies the tick within its source"),
+    Field("missed_before", "long", False, "trades missed just before this one: a gap in "
+                                          "a trade stream that the trade history did not fill"),
 )
+
+# Sources that send one tick per symbol every POLL_INTERVAL_SECONDS, and sources of
+# trades (TICK_FIELDS' `source`): what a window's completeness is measured by.
+POLLED_SOURCES = ("binance", "simulated")
+TRADE_SOURCES = ("binance-ws",)
+
+_EXPECTED = Field("expected_count", "long", False,
+                  "ticks a polling source sends in the span (POLL_INTERVAL_SECONDS); null "
+                  "for other sources")
+_MISSED = Field("missed_trades", "long", False,
+                "trades of a trade stream missed just before ticks of the span (a gap); "
+                "null for other sources")
 
 AGGREGATE_FIELDS: tuple[Field, ...] = (
     Field("symbol", "string", True, "Binance symbol"),
@@ -55,6 +76,25 @@ AGGREGATE_FIELDS: tuple[Field, ...] = (
     Field("vwap", "double", False, "volume-weighted average price; null without volume"),
     Field("last_event_time", "timestamp", False, "event time of the newest tick counted"),
     Field("emitted_at", "timestamp", False, "when the Spark job wrote this value"),
+    _EXPECTED,
+    _MISSED,
+)
+
+# A candle spans one minute: the charts roll larger timeframes up from it.
+CANDLE_SECONDS = 60
+
+CANDLE_FIELDS: tuple[Field, ...] = (
+    Field("symbol", "string", True, "Binance symbol"),
+    Field("open_time", "timestamp", True, "the minute's start, inclusive (UTC)"),
+    Field("close_time", "timestamp", True, "the minute's end, exclusive (UTC)"),
+    Field("open", "double", True, "price of the earliest tick by event time"),
+    Field("high", "double", True, "highest price"),
+    Field("low", "double", True, "lowest price"),
+    Field("close", "double", True, "price of the latest tick by event time"),
+    Field("count", "long", True, "number of ticks"),
+    Field("volume", "double", False, "sum of quantities; null when ticks carry none"),
+    _EXPECTED,
+    _MISSED,
 )
 
 DLQ_FIELDS: tuple[Field, ...] = (
@@ -75,6 +115,12 @@ ALERT_FIELDS: tuple[Field, ...] = (
     Field("window_start", "timestamp", True, "start of the window that moved (UTC)"),
     Field("window_end", "timestamp", True, "end of that window (UTC)"),
     Field("detected_at", "timestamp", True, "when the Spark job first saw the spike"),
+    Field("pct_change", "double", False, "the window's move in percent, for either kind: "
+                                         "what a later alert must exceed by the threshold"),
+    Field("windows", "long", False, "how many windows this alert stands for: those of the "
+                                    "same batch, symbol and direction beyond a threshold"),
+    Field("first_window_start", "timestamp", False, "start of the first of them (UTC)"),
+    Field("last_window_end", "timestamp", False, "end of the last of them (UTC)"),
 )
 
 # The kinds of alert (ALERT_FIELDS' `kind`).
@@ -114,6 +160,8 @@ class Tick:
     # Where its source resumes after this tick (a replay's index in its file, a trade's
     # id): a Kafka header of the record (POSITION_HEADER), not part of the message.
     position: int | None = None
+    # Trades missed just before this one (TICK_FIELDS' `missed_before`).
+    missed_before: int | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.price, float) and math.isfinite(self.price) and self.price > 0):
@@ -136,6 +184,8 @@ class Tick:
             message["quantity"] = self.quantity
         if self.event_id is not None:
             message["event_id"] = self.event_id
+        if self.missed_before is not None:
+            message["missed_before"] = self.missed_before
         return message
 
     def to_json(self) -> bytes:
@@ -144,6 +194,10 @@ class Tick:
 
 def aggregate_key(symbol: str, window_start: str) -> str:
     return f"{symbol}{KEY_SEPARATOR}{window_start}"
+
+
+def candle_key(symbol: str, open_time: str) -> str:
+    return f"{symbol}{KEY_SEPARATOR}{open_time}"
 
 
 def alert_key(symbol: str, window_start: str, kind: str) -> str:
@@ -155,6 +209,11 @@ def parse_aggregate(value: bytes | str) -> dict[str, Any]:
     return _parse_message(value, AGGREGATE_FIELDS, "aggregate")
 
 
+def parse_candle(value: bytes | str) -> dict[str, Any]:
+    """A candle message as a dict with times as aware datetimes; ValueError if malformed."""
+    return _parse_message(value, CANDLE_FIELDS, "candle")
+
+
 def parse_alert(value: bytes | str) -> dict[str, Any]:
     """An alert message as a dict with times as aware datetimes; ValueError if malformed."""
     return _parse_message(value, ALERT_FIELDS, "alert")
@@ -164,7 +223,7 @@ def _parse_message(value: bytes | str, message_fields: tuple[Field, ...],
                    what: str) -> dict[str, Any]:
     record = json.loads(value)
     if not isinstance(record, dict):
-        raise ValueError(f"an {what} must be a JSON object")
+        raise ValueError(f"{what}: not a JSON object")
     missing = [f.name for f in message_fields if f.required and record.get(f.name) is None]
     if missing:
         raise ValueError(f"{what} lacks {', '.join(missing)}")

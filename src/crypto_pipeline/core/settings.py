@@ -24,12 +24,15 @@ from crypto_pipeline.core.addresses import HostPort, is_loopback, parse_servers
 from crypto_pipeline.core.history.url import mask_password, parse_history_url, sqlite_file
 from crypto_pipeline.core.passwords import check_stored
 from crypto_pipeline.core.paths import PROJECT_ROOT
-from crypto_pipeline.core.symbols import check_entry, names, patterns
+from crypto_pipeline.core.schema import CANDLE_SECONDS
+from crypto_pipeline.core.symbols import check_entry, matches, names, patterns
 
 
 class SettingsError(ValueError):
     """A setting has a value the pipeline cannot run with; the message names it."""
 
+
+CANDLE_MILLISECONDS = CANDLE_SECONDS * 1000
 
 # --- value types -----------------------------------------------------------------------
 
@@ -68,6 +71,36 @@ class Duration:
 
     def __str__(self) -> str:
         return self.text
+
+
+# A symbol pattern: capital letters and digits with shell-style wildcards (`*`, `?`, `[...]`).
+
+
+@dataclass(frozen=True)
+class SymbolThresholds:
+    """`PATTERN=NUMBER,...`: a number per symbol name or pattern (as in SYMBOLS); the
+    first entry a symbol matches gives its number."""
+
+    entries: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "SymbolThresholds":
+        entries = []
+        for item in (part.strip() for part in text.split(",")):
+            pattern, equals, number = item.partition("=")
+            if not equals:
+                raise ValueError(f"{item!r}: expected PATTERN=PERCENT, e.g. BTCUSDT=0.5,*USDT=2")
+            entries.append((check_entry(pattern), _number(0)(number.strip())))
+        return cls(tuple(entries))
+
+    def get(self, symbol: str, default: float) -> float:
+        for pattern, value in self.entries:
+            if matches(pattern, symbol):
+                return value
+        return default
+
+    def __str__(self) -> str:
+        return ",".join(f"{pattern}={value:g}" for pattern, value in self.entries)
 
 
 def _symbols(text: str) -> tuple[str, ...]:
@@ -254,6 +287,8 @@ class Settings:
         "crypto-aggregates", "window aggregates (compacted: latest value per key)", group=TOPICS)
     dlq_topic: str = setting("crypto-dlq", "rejected input, with the reason", group=TOPICS)
     alerts_topic: str = setting("crypto-alerts", "price spike alerts", group=TOPICS)
+    candles_topic: str = setting(
+        "crypto-candles", "1-minute candles (compacted: latest value per key)", group=TOPICS)
     topic_partitions: int = setting(
         "3", "partitions of each topic created by the pipeline", _integer(1, 1000), group=TOPICS)
     topic_replication_factor: int | None = setting(
@@ -341,6 +376,10 @@ class Settings:
         "password is masked wherever settings are shown); HISTORY_DB, the old setting (a "
         "SQLite file path), still counts when this is not set", parse_history_url,
         mask=mask_password, alias=("HISTORY_DB", sqlite_file), group=SPARK)
+    history_retention: Duration = setting(
+        "30 days", "the history store keeps aggregates, candles and alerts this long (windows "
+        "that ended longer ago are deleted when the Spark job starts, then daily)",
+        Duration.parse, group=SPARK)
     history_connect_timeout: Duration = setting(
         "30 seconds", "how long the Spark job, starting, waits for a history database that "
         "does not answer (one restarting) before it stops with an error", Duration.parse,
@@ -356,6 +395,14 @@ class Settings:
     alert_pct_threshold: float = setting(
         "1.0", "alert when a window moves more than this many percent (close vs. open)",
         _number(0), group=ALERTS)
+    alert_pct_thresholds: SymbolThresholds | None = setting(
+        "", "per-symbol thresholds instead of ALERT_PCT_THRESHOLD: PATTERN=PERCENT, comma-"
+        "separated, shell-style patterns (BTCUSDT=0.5,*USDT=2); the first that matches counts",
+        _optional(SymbolThresholds.parse), group=ALERTS)
+    alert_cooldown: Duration = setting(
+        "15 minutes", "after an alert for a symbol and direction, the next one waits this long "
+        "(in window time) unless its move exceeds the alerted one by more than the threshold",
+        Duration.parse, group=ALERTS)
     alert_zscore_threshold: float = setting(
         "3.0", "alert when a window's return is this many standard deviations from recent ones",
         _number(0), group=ALERTS)
@@ -405,12 +452,17 @@ class Settings:
     dashboard_refresh_seconds: float = setting(
         "2", "how often the live panels refresh (adjustable in the sidebar)", _number(0),
         group=DASHBOARD)
+    partial_window_pct: float = setting(
+        "20", "a window or candle of a polling source missing more than this percent of its "
+        "polls (POLL_INTERVAL_SECONDS) is marked partial on the page", _number(0, inclusive=True),
+        group=DASHBOARD)
     stale_after_seconds: float = setting(
         "60", "the dashboard marks data stale when the newest aggregate is older than this",
         _number(0), group=DASHBOARD)
     dashboard_history_hours: float = setting(
         "24", "hours of windows the dashboard holds per symbol, counted back from the newest "
-        "(its memory: about 120 bytes a window; 2,000 symbols x 24 h is about 350 MB)",
+        "(its memory: about 136 bytes a window and 80 a candle; 2,000 symbols x 24 h is "
+        "about 620 MB)",
         _number(0), group=DASHBOARD)
 
     # Metrics
@@ -478,6 +530,15 @@ class Settings:
             raise SettingsError(
                 f"WINDOW_SLIDE={self.window_slide}: must not exceed "
                 f"WINDOW_DURATION={self.window_duration}")
+        slide, duration = (round(d.seconds * 1000) for d in (self.window_slide,
+                                                              self.window_duration))
+        if CANDLE_MILLISECONDS % slide or duration % slide or duration < CANDLE_MILLISECONDS:
+            # The job takes each 1-minute candle from the last minute of the window that
+            # ends with it, so some window must end at every minute.
+            raise SettingsError(
+                f"WINDOW_SLIDE={self.window_slide}, WINDOW_DURATION={self.window_duration}: the "
+                f"slide must divide one minute and the duration, and the duration be at least "
+                f"a minute (candles are taken from the windows' last minute)")
         if self.price_source == "replay" and self.replay_file is None:
             raise SettingsError("REPLAY_FILE is required when PRICE_SOURCE=replay")
         if self.kafka_security_protocol.startswith("SASL_") and not (

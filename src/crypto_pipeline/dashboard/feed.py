@@ -3,14 +3,14 @@
 On start it loads the history store (the last DASHBOARD_HISTORY_HOURS, in chunks), then
 reads the aggregates topic from the beginning (the topic is compacted: that rebuilds the
 latest value per window), then follows new records; windows older than that many hours
-before the newest are dropped as it goes, so memory stays bounded.
-Alerts come the same way: the history store's alerts table, then the compacted
-alerts topic, into `alerts`. No consumer group: it assigns every partition itself and
-keeps its positions, so after Kafka comes back it reconnects and goes on where it stopped.
-A malformed record is skipped and counted. A second thread asks the history store now
-and then whether it answers, so the page can say when it does not (what Kafka gives is
-shown all the same). The threads never call Streamlit; pages read `store`, `alerts` and
-`health()`.
+before the newest are dropped as it goes, so memory stays bounded. Candles and alerts
+come the same way: the history store's candles and alerts tables, then the compacted
+candles and alerts topics, into `candles` and `alerts`. No consumer group: it assigns
+every partition itself and keeps its positions, so after Kafka comes back it reconnects
+and goes on where it stopped. A malformed record is skipped and counted. A second thread
+asks the history store now and then whether it answers, so the page can say when it
+does not (what Kafka gives is shown all the same). The threads never call Streamlit;
+pages read `store`, `candles`, `alerts` and `health()`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any, Callable
 from crypto_pipeline.core.backoff import backoff_seconds
 from crypto_pipeline.core.errors import one_line
 from crypto_pipeline.core.history import open_history, problem
-from crypto_pipeline.core.schema import parse_aggregate, parse_alert
+from crypto_pipeline.core.schema import parse_aggregate, parse_alert, parse_candle
 from crypto_pipeline.core.settings import Settings
-from crypto_pipeline.dashboard.store import AggregateStore, AlertStore
+from crypto_pipeline.dashboard.store import AggregateStore, AlertStore, candle_store
 from crypto_pipeline.kafka_io.clients import client_config
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,22 @@ def parse_checked_alert(value: bytes | None) -> dict[str, Any]:
     return parse_alert(value)
 
 
+def parse_checked_candle(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        raise ValueError("empty value (tombstone)")
+    return parse_candle(value)
+
+
 class KafkaFeed:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.store = AggregateStore()
+        self.candles = candle_store()
         self.alerts = AlertStore()
         self._followed: dict[str, tuple[Callable[[bytes | None], Any],
                                         AggregateStore | AlertStore]] = {
             settings.output_topic: (parse_checked_aggregate, self.store),
+            settings.candles_topic: (parse_checked_candle, self.candles),
             settings.alerts_topic: (parse_checked_alert, self.alerts)}
         self._positions: dict[Any, int] = {}  # TopicPartition -> next offset to read
         self._assigned: set[Any] = set()
@@ -160,6 +168,7 @@ class KafkaFeed:
             for symbols, rows in history.iter_arrays(since=since):
                 loaded += self.store.put_arrays(symbols, rows)
                 self._update(history_loaded=loaded)
+            self.candles.put_many(history.load_candles(since=since))
             self.alerts.put_many(history.load_alerts(since=since))
         except history.errors as err:
             self._history_failed(err)
@@ -253,8 +262,8 @@ class KafkaFeed:
                    else sum(max(0, end - positions[p]) for p, end in ends.items()))
         newest = self.store.newest_window_start
         if newest is not None:
-            self.store.prune(newest - self._horizon)
-            self.alerts.prune(newest - self._horizon)
+            for store in (self.store, self.candles, self.alerts):
+                store.prune(newest - self._horizon)
         previous = self._update(
             kafka="ok", kafka_error=None, topic_exists=self.settings.output_topic in topics,
             backlog=backlog, dead_letters=self._dead_letters(consumer, topics))

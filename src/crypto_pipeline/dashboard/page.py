@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import streamlit as st
@@ -24,6 +24,7 @@ from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import ProducerStatus, SparkStatus
 from crypto_pipeline.dashboard import auth, charts, views
 from crypto_pipeline.dashboard.feed import FeedHealth, KafkaFeed
+from crypto_pipeline.dashboard.live_chart import live_chart
 from crypto_pipeline.dashboard.metrics import DashboardCollector
 from crypto_pipeline.dashboard.store import Snapshot
 
@@ -129,8 +130,8 @@ def _sidebar(settings: Settings, snapshot: Snapshot) -> Controls:
             value=min(MAX_REFRESH_SECONDS, max(MIN_REFRESH_SECONDS,
                                                settings.dashboard_refresh_seconds)))
         st.caption(f"Windows of {settings.window_duration} sliding every "
-                   f"{settings.window_slide}, from {settings.output_topic} on "
-                   f"{settings.kafka_bootstrap_servers}.")
+                   f"{settings.window_slide}, from {settings.output_topic}; 1-minute candles "
+                   f"from {settings.candles_topic}; on {settings.kafka_bootstrap_servers}.")
     return Controls(refresh, time_range, options, tuple(symbols))
 
 
@@ -175,7 +176,7 @@ def _panels(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
                  "Top movers" + (f": {', '.join(symbols)}" if symbols else ""))
     if not controls.symbols:
         st.caption("Choose symbols in the sidebar to see them here instead.")
-    cards = views.cards(snapshot, symbols)
+    cards = views.cards(snapshot, symbols, settings.partial_window_pct)
     if not cards:
         st.info("No windows of the chosen symbols yet.")
         return
@@ -184,13 +185,40 @@ def _panels(settings: Settings, feed: KafkaFeed, controls: Controls) -> None:
     alerts = feed.alerts.newest_first()
     _alert_feed(settings, views.alert_feed(alerts, symbols))
     since = views.range_start(snapshot, symbols, views.TIME_RANGES[controls.time_range])
-    frame = views.windows_frame(snapshot, symbols, since)
+    frame = views.windows_frame(snapshot, symbols, since,
+                                slide=timedelta(seconds=settings.window_slide.seconds),
+                                missing_pct=settings.partial_window_pct)
     markers = views.alert_markers(alerts, snapshot, symbols, since)
     band, candles, bars = st.tabs(["Average price", "Candlesticks", "Latest window"])
-    band.plotly_chart(charts.price_band(frame, markers), key="chart-band")
-    candles.plotly_chart(charts.candles(frame, markers), key="chart-candles")
-    bars.plotly_chart(charts.latest_bars(views.latest_frame(snapshot, symbols)),
-                      key="chart-bars")
+    with band:
+        _chart(settings, charts.price_band(frame, markers), "chart-band")
+    with candles:
+        _candles(settings, feed, snapshot, symbols, since, markers)
+    with bars:
+        _chart(settings, charts.latest_bars(views.latest_frame(snapshot, symbols)),
+               "chart-bars")
+
+
+def _chart(settings: Settings, figure, key: str) -> None:
+    """A chart that keeps the user's zoom, pan and legend choices across refreshes."""
+    with st.container(key=key):
+        live_chart(figure, f"{key}-frame", settings.run_dir)
+
+
+def _candles(settings: Settings, feed: KafkaFeed, snapshot: Snapshot, symbols, since,
+             markers) -> None:
+    """1-minute candles rolled up to the timeframe picked above the chart."""
+    timeframe = st.radio("Timeframe", list(views.TIMEFRAMES), horizontal=True,
+                         key="timeframe")
+    frame = views.candles_frame(feed.candles.snapshot(), symbols, since,
+                                views.TIMEFRAMES[timeframe], settings.poll_interval_seconds,
+                                views.newest_ticks(snapshot, symbols),
+                                settings.partial_window_pct)
+    if frame.empty:
+        st.info(f"No candles yet: they come from {settings.candles_topic}, written by the "
+                f"Spark job with the windows.")
+        return
+    _chart(settings, charts.candles(frame, markers), "chart-candles")
 
 
 def _overview(settings: Settings, market: pd.DataFrame) -> pd.DataFrame:
@@ -240,7 +268,8 @@ def _status_row(health: FeedHealth, fresh: views.Freshness, snapshot: Snapshot) 
 
 def _card(card: views.Card) -> None:
     with st.container(border=True, key=f"card-{card.symbol}"):
-        st.markdown(f"**{card.symbol}** · {card.window} · {card.move}")
+        partial = f" · :orange[partial: {card.partial}]" if card.partial else ""
+        st.markdown(f"**{card.symbol}** · {card.window} · {card.move}{partial}")
         for start in range(0, len(card.kpis), KPIS_PER_ROW):
             row = card.kpis[start:start + KPIS_PER_ROW]
             for column, kpi in zip(st.columns(KPIS_PER_ROW), row):

@@ -1,11 +1,13 @@
-"""The dashboard's memory: the latest aggregate per (symbol, window_start), and the
-alerts, one per (symbol, window_start, kind).
+"""The dashboard's memory: the latest aggregate per (symbol, window_start), the latest
+1-minute candle per (symbol, open_time), and the alerts, one per (symbol, window_start,
+kind).
 
 Thousands of symbols times a day of windows (2,000 x 1,440 = 2.9 million) do not fit as
 Python dicts, so the windows of each symbol are rows of a float64 array, one column per
-field of the aggregate (times in epoch seconds, a missing field as NaN): 120 bytes a
-window. Rows are kept sorted by window start; a record for a window already held
-overwrites its row, a newer window is appended, an older one merged in.
+field of the aggregate (times in epoch seconds, a missing field as NaN): 136 bytes a
+window. Candles are kept the same way, with the candle's fields (`Layout`). Rows are
+kept sorted by start; a record for a window already held overwrites its row, a newer
+window is appended, an older one merged in.
 
 The feed thread writes, page runs read, and every access holds one lock; readers get a
 `Snapshot`, which holds each symbol's rows as they were (a view of the array up to its
@@ -28,17 +30,9 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from crypto_pipeline.core.schema import AGGREGATE_FIELDS
+from crypto_pipeline.core.schema import AGGREGATE_FIELDS, CANDLE_FIELDS, Field
 
 Aggregate = Mapping[str, Any]
-
-# The columns of a symbol's rows: every field of the aggregate but its symbol.
-COLUMNS = tuple(f.name for f in AGGREGATE_FIELDS if f.name != "symbol")
-INDEX = {name: i for i, name in enumerate(COLUMNS)}
-_TIMES = frozenset(f.name for f in AGGREGATE_FIELDS if f.type == "timestamp")
-_WHOLE = frozenset(f.name for f in AGGREGATE_FIELDS if f.type == "long")
-START, END = INDEX["window_start"], INDEX["window_end"]
-BYTES_PER_WINDOW = 8 * len(COLUMNS)
 # Rows a symbol's array starts with, and how much room it grows by.
 FIRST_CAPACITY, GROWTH = 16, 1.25
 # Of the newest rows, those that may cover the newest window's start (a window of 5
@@ -56,52 +50,76 @@ def _moment(seconds: float) -> datetime:
     return datetime.fromtimestamp(round(seconds * 1e6) / 1e6, tz=timezone.utc)
 
 
-def to_row(record: Aggregate) -> list[float]:
-    row = []
-    for name in COLUMNS:
-        value = record.get(name)
-        if value is None:
-            row.append(math.nan)
-        elif name in _TIMES:
-            row.append(_seconds(value))
-        else:
-            row.append(float(value))
-    return row
+class Layout:
+    """The columns of a symbol's rows: every field of the record but its symbol; rows
+    are sorted by `start` and end at `end`."""
+
+    def __init__(self, fields: Sequence[Field], start: str, end: str):
+        self.fields = tuple(fields)
+        self.columns = tuple(f.name for f in fields if f.name != "symbol")
+        self.index = {name: i for i, name in enumerate(self.columns)}
+        self.start, self.end = self.index[start], self.index[end]
+        # Freshness from emitted_at where the record has it, else the span's end.
+        self.emitted = self.index.get("emitted_at", self.end)
+        self._times = frozenset(f.name for f in fields if f.type == "timestamp")
+        self._whole = frozenset(f.name for f in fields if f.type == "long")
+
+    def to_row(self, record: Aggregate) -> list[float]:
+        row = []
+        for name in self.columns:
+            value = record.get(name)
+            if value is None:
+                row.append(math.nan)
+            elif name in self._times:
+                row.append(_seconds(value))
+            else:
+                row.append(float(value))
+        return row
+
+    def to_record(self, symbol: str, row: Sequence[float]) -> dict[str, Any]:
+        """A row as the parsed record it came from (missing fields None)."""
+        record: dict[str, Any] = {"symbol": symbol}
+        for name, value in zip(self.columns, row):
+            if value != value:  # NaN: not in the message
+                record[name] = None
+            elif name in self._times:
+                record[name] = _moment(value)
+            elif name in self._whole:
+                record[name] = int(value)
+            else:
+                record[name] = value
+        return {f.name: record[f.name] for f in self.fields}
 
 
-def to_record(symbol: str, row: Sequence[float]) -> dict[str, Any]:
-    """A row as the parsed aggregate it came from (missing fields None)."""
-    record: dict[str, Any] = {"symbol": symbol}
-    for name, value in zip(COLUMNS, row):
-        if value != value:  # NaN: not in the message
-            record[name] = None
-        elif name in _TIMES:
-            record[name] = _moment(value)
-        elif name in _WHOLE:
-            record[name] = int(value)
-        else:
-            record[name] = value
-    return {f.name: record[f.name] for f in AGGREGATE_FIELDS}
+AGGREGATES = Layout(AGGREGATE_FIELDS, "window_start", "window_end")
+CANDLES = Layout(CANDLE_FIELDS, "open_time", "close_time")
+COLUMNS, INDEX = AGGREGATES.columns, AGGREGATES.index
+START, END = AGGREGATES.start, AGGREGATES.end
+BYTES_PER_WINDOW = 8 * len(COLUMNS)
+to_row = AGGREGATES.to_row
 
 
 class Windows(Sequence[Aggregate]):
-    """A symbol's windows in a snapshot, oldest first: records made on access."""
+    """A symbol's windows (or candles) in a snapshot, oldest first: records made on
+    access."""
 
-    def __init__(self, symbol: str, rows: np.ndarray):
+    def __init__(self, symbol: str, rows: np.ndarray, layout: Layout = AGGREGATES):
         self.symbol = symbol
         self.rows = rows
+        self.layout = layout
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [to_record(self.symbol, row) for row in self.rows[index].tolist()]
-        return to_record(self.symbol, self.rows[index].tolist())
+            return [self.layout.to_record(self.symbol, row)
+                    for row in self.rows[index].tolist()]
+        return self.layout.to_record(self.symbol, self.rows[index].tolist())
 
     def __iter__(self) -> Iterator[Aggregate]:
         for row in self.rows.tolist():
-            yield to_record(self.symbol, row)
+            yield self.layout.to_record(self.symbol, row)
 
 
 @dataclass(frozen=True)
@@ -146,13 +164,14 @@ def _value(row: np.ndarray, name: str) -> float | None:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The store at one moment: per symbol, its windows oldest first (`rows`: as arrays,
-    `windows`: as records), and each symbol's summary."""
+    """The store at one moment: per symbol, its windows (or candles) oldest first
+    (`rows`: as arrays, `windows`: as records), and each symbol's summary (windows only)."""
 
     rows: Mapping[str, np.ndarray]
     summaries: Mapping[str, Summary]
     newest_emitted_at: datetime | None
     version: int
+    layout: Layout = AGGREGATES
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -160,18 +179,19 @@ class Snapshot:
 
     @property
     def windows(self) -> Mapping[str, Windows]:
-        return _WindowsBySymbol(self.rows)
+        return _WindowsBySymbol(self.rows, self.layout)
 
     def __len__(self) -> int:
         return sum(len(rows) for rows in self.rows.values())
 
 
 class _WindowsBySymbol(Mapping[str, Windows]):
-    def __init__(self, rows: Mapping[str, np.ndarray]):
+    def __init__(self, rows: Mapping[str, np.ndarray], layout: Layout):
         self._rows = rows
+        self._layout = layout
 
     def __getitem__(self, symbol: str) -> Windows:
-        return Windows(symbol, self._rows[symbol])
+        return Windows(symbol, self._rows[symbol], self._layout)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._rows)
@@ -181,13 +201,14 @@ class _WindowsBySymbol(Mapping[str, Windows]):
 
 
 class _Series:
-    """One symbol's rows: `array[lo:hi]`, sorted by window start."""
+    """One symbol's rows: `array[lo:hi]`, sorted by their start column."""
 
-    __slots__ = ("array", "lo", "hi")
+    __slots__ = ("array", "lo", "hi", "start")
 
-    def __init__(self) -> None:
-        self.array = np.empty((FIRST_CAPACITY, len(COLUMNS)))
+    def __init__(self, layout: Layout) -> None:
+        self.array = np.empty((FIRST_CAPACITY, len(layout.columns)))
         self.lo = self.hi = 0
+        self.start = layout.start
 
     @property
     def rows(self) -> np.ndarray:
@@ -195,24 +216,24 @@ class _Series:
 
     def merge(self, new: np.ndarray) -> None:
         """Take rows (any order; for a start given twice the last counts)."""
-        order = np.argsort(new[:, START], kind="stable")
+        order = np.argsort(new[:, self.start], kind="stable")
         new = new[order]
-        starts = new[:, START]
+        starts = new[:, self.start]
         last_of_each = np.append(starts[1:] != starts[:-1], True)
         new, starts = new[last_of_each], starts[last_of_each]
         held = self.rows
-        at = np.searchsorted(held[:, START], starts)
+        at = np.searchsorted(held[:, self.start], starts)
         known = at < len(held)
-        known[known] = held[at[known], START] == starts[known]
+        known[known] = held[at[known], self.start] == starts[known]
         held[at[known]] = new[known]
         fresh = new[~known]
         if not len(fresh):
             return
-        if not len(held) or fresh[0, START] > held[-1, START]:
+        if not len(held) or fresh[0, self.start] > held[-1, self.start]:
             self._append(fresh)
         else:
             merged = np.concatenate([held, fresh])
-            self._replace(merged[np.argsort(merged[:, START], kind="stable")])
+            self._replace(merged[np.argsort(merged[:, self.start], kind="stable")])
 
     def _append(self, fresh: np.ndarray) -> None:
         if self.hi + len(fresh) > len(self.array):
@@ -223,13 +244,13 @@ class _Series:
         self.hi += len(fresh)
 
     def _replace(self, rows: np.ndarray) -> None:
-        self.array = np.empty((max(FIRST_CAPACITY, int(len(rows) * GROWTH)), len(COLUMNS)))
+        self.array = np.empty((max(FIRST_CAPACITY, int(len(rows) * GROWTH)), self.array.shape[1]))
         self.array[:len(rows)] = rows
         self.lo, self.hi = 0, len(rows)
 
     def prune(self, before: float) -> int:
         """Drop windows that started before `before` (epoch seconds); how many."""
-        cut = int(np.searchsorted(self.rows[:, START], before))
+        cut = int(np.searchsorted(self.rows[:, self.start], before))
         self.lo += cut
         if cut and self.lo > len(self.array) // 2:
             self._replace(self.rows.copy())  # give the room back
@@ -237,7 +258,11 @@ class _Series:
 
 
 class AggregateStore:
-    def __init__(self) -> None:
+    """Records by symbol and start, the latest value each: aggregates, or with
+    `CANDLES` the 1-minute candles (`candle_store`)."""
+
+    def __init__(self, layout: Layout = AGGREGATES) -> None:
+        self.layout = layout
         self._lock = threading.Lock()
         self._series: dict[str, _Series] = {}
         self._summaries: dict[str, Summary] = {}  # of symbols unchanged since computed
@@ -252,7 +277,7 @@ class AggregateStore:
     def put_many(self, records: Iterable[Aggregate]) -> int:
         by_symbol: dict[str, list[list[float]]] = {}
         for record in records:
-            by_symbol.setdefault(record["symbol"], []).append(to_row(record))
+            by_symbol.setdefault(record["symbol"], []).append(self.layout.to_row(record))
         if not by_symbol:
             return 0
         count = 0
@@ -279,14 +304,16 @@ class AggregateStore:
 
     def _take(self, symbol: str, new: np.ndarray) -> None:
         """Caller holds the lock."""
-        self._series.setdefault(symbol, _Series()).merge(new)
+        layout = self.layout
+        self._series.setdefault(symbol, _Series(layout)).merge(new)
         self._summaries.pop(symbol, None)
-        # Freshness from emitted_at, or the window's end where a writer left it out.
-        emitted = np.where(np.isnan(new[:, INDEX["emitted_at"]]), new[:, END],
-                           new[:, INDEX["emitted_at"]])
+        # Freshness from emitted_at, or the span's end where a writer left it out.
+        emitted = np.where(np.isnan(new[:, layout.emitted]), new[:, layout.end],
+                           new[:, layout.emitted])
         self._newest_emitted_at = max(self._newest_emitted_at or -math.inf,
                                       float(emitted.max()))
-        self._newest_start = max(self._newest_start or -math.inf, float(new[:, START].max()))
+        self._newest_start = max(self._newest_start or -math.inf,
+                                 float(new[:, layout.start].max()))
 
     @property
     def newest_window_start(self) -> datetime | None:
@@ -317,13 +344,14 @@ class AggregateStore:
     def snapshot(self) -> Snapshot:
         with self._lock:
             rows = {symbol: series.rows for symbol, series in self._series.items()}
-            for symbol, held in rows.items():
-                if symbol not in self._summaries:
-                    self._summaries[symbol] = Summary.of(symbol, held)
+            if self.layout is AGGREGATES:
+                for symbol, held in rows.items():
+                    if symbol not in self._summaries:
+                        self._summaries[symbol] = Summary.of(symbol, held)
             newest = None if self._newest_emitted_at is None else \
                 _moment(self._newest_emitted_at)
             return Snapshot(MappingProxyType(rows), MappingProxyType(dict(self._summaries)),
-                            newest, self._version)
+                            newest, self._version, self.layout)
 
     def __len__(self) -> int:
         with self._lock:
@@ -334,6 +362,11 @@ class AggregateStore:
         """Memory the windows' arrays hold (their spare room included)."""
         with self._lock:
             return sum(series.array.nbytes for series in self._series.values())
+
+
+def candle_store() -> AggregateStore:
+    """Candles, by symbol and open time."""
+    return AggregateStore(CANDLES)
 
 
 class AlertStore:

@@ -2,16 +2,20 @@
 
 The market overview (one row per symbol, searched and sorted, and the top movers in
 words), cards (latest window per symbol, change against the previous window), frames
-for the charts, the alert feed and its chart markers, freshness, the notices that say
-what is wrong and what to run, and the banner for prices that are not live. Pure
-functions of their inputs, so tests need no browser.
+for the charts (windows with a break where windows are missing, candles rolled up to the
+timeframe picked, each marked partial when it lacks polls or trades), the alert feed and
+its chart markers, freshness, the notices that say what is wrong and what to run, and
+the banner for prices that are not live. Pure functions of their inputs, so tests need
+no browser.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
@@ -22,7 +26,7 @@ from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import ProducerStatus, SparkStatus, State
 from crypto_pipeline.core.symbols import is_pattern, matches
 from crypto_pipeline.dashboard.feed import FeedHealth
-from crypto_pipeline.dashboard.store import INDEX, Aggregate, Snapshot
+from crypto_pipeline.dashboard.store import INDEX, Aggregate, Snapshot, Windows
 
 # (field, label): the KPIs of a card, in order; spread, count and volume have no "good"
 # direction.
@@ -33,7 +37,13 @@ TRADE_KPIS = (("volume", "Volume"), ("vwap", "VWAP"))
 _NEUTRAL = {"spread", "count", "volume"}
 TREND_WINDOWS = 30
 FRAME_COLUMNS = ("symbol", "window_start", "window_end", "open_price", "close_price",
-                 "min_price", "avg_price", "max_price", "spread", "count")
+                 "min_price", "avg_price", "max_price", "spread", "count", "partial",
+                 "completeness")
+CANDLE_COLUMNS = ("symbol", "open_time", "close_time", "open", "high", "low", "close", "count",
+                  "volume", "expected_count", "missed_trades", "partial", "completeness")
+# The candle timeframes the page offers, in minutes: each rolled up from 1-minute candles.
+TIMEFRAMES: dict[str, int] = {"1m": 1, "5m": 5, "15m": 15, "1h": 60}
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TIME_RANGES: dict[str, timedelta | None] = {
     "15 minutes": timedelta(minutes=15), "1 hour": timedelta(hours=1),
     "6 hours": timedelta(hours=6), "24 hours": timedelta(hours=24), "All": None}
@@ -55,6 +65,7 @@ class Card:
     kpis: tuple[Kpi, ...]
     move: str
     trend: tuple[float, ...]
+    partial: str | None = None  # what the latest window lacks, when it is partial
 
 
 # --- the market overview -------------------------------------------------------------------
@@ -147,14 +158,55 @@ def mover_symbols(frame: pd.DataFrame, count: int = DEFAULT_MOVER_CARDS) -> tupl
 
 # --- cards ---------------------------------------------------------------------------------
 
-def cards(snapshot: Snapshot, symbols: Iterable[str]) -> list[Card]:
-    """One card per symbol with data: its latest window against the one before."""
+@dataclass(frozen=True)
+class Completeness:
+    partial: bool
+    text: str | None  # "40 of 60 polls", "12 trades missed"; None when nothing is known
+
+
+def completeness(record: Mapping[str, Any], start: datetime, end: datetime,
+                 newest: datetime | None, missing_pct: float) -> Completeness:
+    """Whether a window or candle of [start, end) is partial: trades a trade stream
+    missed, or more than `missing_pct` percent of a polling source's polls missing. A
+    span still open (`newest`, the symbol's newest tick, before its end) is judged by
+    the polls due so far."""
+    missed = record.get("missed_trades")
+    if missed:
+        return Completeness(True, f"{fmt.count(missed)} trades missed")
+    expected = record.get("expected_count")
+    if not expected:
+        return Completeness(False, None)
+    elapsed = 1.0 if newest is None else min(1.0, max(
+        0.0, (newest - start) / (end - start)))
+    due = expected * elapsed
+    text = f"{fmt.count(record['count'])} of {fmt.count(expected)} polls"
+    return Completeness(record["count"] < due * (1 - missing_pct / 100), text)
+
+
+def newest_ticks(snapshot: Snapshot, symbols: Iterable[str]) -> dict[str, datetime]:
+    """Per symbol of `symbols`, its newest tick: the latest window holds it."""
+    windows = snapshot.windows
+    return {symbol: windows[symbol][-1]["last_event_time"]
+            for symbol in symbols if symbol in windows and len(windows[symbol])}
+
+
+def cards(snapshot: Snapshot, symbols: Iterable[str],
+          missing_pct: float | None = None) -> list[Card]:
+    """One card per symbol with data: its latest window against the one before; with
+    `missing_pct`, whether the latest window is partial (`completeness`)."""
     result = []
     for symbol in symbols:
         windows = snapshot.windows.get(symbol)
         if windows:
             previous = windows[-2] if len(windows) > 1 else None
-            result.append(_card(symbol, windows[-1], previous, windows[-TREND_WINDOWS:]))
+            card = _card(symbol, windows[-1], previous, windows[-TREND_WINDOWS:])
+            if missing_pct is not None:
+                latest = windows[-1]
+                judged = completeness(latest, latest["window_start"], latest["window_end"],
+                                      latest["last_event_time"], missing_pct)
+                if judged.partial:
+                    card = dataclasses.replace(card, partial=judged.text)
+            result.append(card)
     return result
 
 
@@ -198,7 +250,7 @@ def range_start(snapshot: Snapshot, symbols: Iterable[str],
 
 def _frame(parts: list[tuple[str, np.ndarray]]) -> pd.DataFrame:
     """FRAME_COLUMNS of these symbols' rows (straight from the store's arrays)."""
-    numbers = [name for name in FRAME_COLUMNS if name != "symbol"]
+    numbers = [name for name in FRAME_COLUMNS if name in INDEX]
     if not parts:
         return pd.DataFrame(columns=list(FRAME_COLUMNS))
     rows = np.concatenate([rows for _, rows in parts])[:, [INDEX[name] for name in numbers]]
@@ -207,23 +259,92 @@ def _frame(parts: list[tuple[str, np.ndarray]]) -> pd.DataFrame:
         frame[name] = pd.to_datetime(frame[name].round(6), unit="s", utc=True)
     frame["count"] = frame["count"].astype("int64")
     frame.insert(0, "symbol", np.concatenate([[symbol] * len(rows) for symbol, rows in parts]))
-    return frame[list(FRAME_COLUMNS)]
+    return frame.reindex(columns=list(FRAME_COLUMNS))
 
 
 def windows_frame(snapshot: Snapshot, symbols: Iterable[str],
-                  since: datetime | None = None) -> pd.DataFrame:
+                  since: datetime | None = None, *, slide: timedelta | None = None,
+                  missing_pct: float | None = None) -> pd.DataFrame:
     """Every window of `symbols` (from `since` on), one row each, oldest first per symbol.
-    A field a window lacks (open and close, in a minimal record) is NaN."""
-    parts = []
+    A field a window lacks (open and close, in a minimal record) is NaN. With `slide`: a
+    row of nothing but its start where windows are missing (a producer outage), so no
+    line is drawn across the gap. With `missing_pct`: `partial` and `completeness` of
+    each window."""
+    symbols = list(symbols)
+    newest = newest_ticks(snapshot, symbols)
+    rows = []
     for symbol in symbols:
-        rows = snapshot.rows.get(symbol)
-        if rows is None:
+        held = snapshot.rows.get(symbol)
+        if held is None:
             continue
         if since is not None:
-            rows = rows[np.searchsorted(rows[:, INDEX["window_start"]], since.timestamp()):]
-        if len(rows):
-            parts.append((symbol, rows))
-    return _frame(parts)
+            held = held[np.searchsorted(held[:, INDEX["window_start"]], since.timestamp()):]
+        for record in with_breaks(list(Windows(symbol, held)), "window_start", slide):
+            if missing_pct is not None and record.get("count") is not None:
+                judged = completeness(record, record["window_start"], record["window_end"],
+                                      newest.get(symbol), missing_pct)
+                record = {**record, "partial": judged.partial, "completeness": judged.text}
+            rows.append(record)
+    return pd.DataFrame.from_records(rows, columns=list(FRAME_COLUMNS))
+
+
+def with_breaks(records: Sequence[Mapping[str, Any]], start: str,
+                step: timedelta | None) -> list[Mapping[str, Any]]:
+    """The records of one symbol (oldest first), and after each one that the next does
+    not follow by `step`, a break: a record of its symbol and the missing start only."""
+    if step is None:
+        return list(records)
+    shown: list[Mapping[str, Any]] = []
+    for record in records:
+        if shown and record[start] - shown[-1][start] > step:
+            shown.append({"symbol": record["symbol"], start: shown[-1][start] + step})
+        shown.append(record)
+    return shown
+
+
+def rollup(candles: Iterable[Mapping[str, Any]], minutes: int,
+           poll_interval_seconds: float) -> list[dict[str, Any]]:
+    """Candles of `minutes` minutes (aligned to the epoch, as 1-minute ones are) from
+    1-minute candles, oldest first per symbol: the open of the first, the close of the
+    last, the highest high, the lowest low, the sums of counts, volumes and missed
+    trades; the polls expected are those of the whole span when a minute had polls."""
+    span = timedelta(minutes=minutes)
+    groups: dict[tuple[str, datetime], list[Mapping[str, Any]]] = {}
+    for candle in candles:
+        start = EPOCH + (candle["open_time"] - EPOCH) // span * span
+        groups.setdefault((candle["symbol"], start), []).append(candle)
+    rolled = []
+    for (symbol, start), members in sorted(groups.items()):
+        members = sorted(members, key=lambda c: c["open_time"])
+        volumes = [c["volume"] for c in members if c.get("volume") is not None]
+        missed = [c["missed_trades"] for c in members if c.get("missed_trades") is not None]
+        polled = any(c.get("expected_count") is not None for c in members)
+        rolled.append({
+            "symbol": symbol, "open_time": start, "close_time": start + span,
+            "open": members[0]["open"], "high": max(c["high"] for c in members),
+            "low": min(c["low"] for c in members), "close": members[-1]["close"],
+            "count": sum(c["count"] for c in members),
+            "volume": math.fsum(volumes) if volumes else None,
+            "expected_count": (math.floor(span.total_seconds() / poll_interval_seconds + 1e-9)
+                               if polled else None),
+            "missed_trades": sum(missed) if missed else None})
+    return rolled
+
+
+def candles_frame(candles: Snapshot, symbols: Iterable[str], since: datetime | None,
+                  minutes: int, poll_interval_seconds: float,
+                  newest: Mapping[str, datetime], missing_pct: float) -> pd.DataFrame:
+    """The candles of `symbols` at a timeframe of `minutes` that end after `since`, each
+    with `partial` and `completeness` (`newest`: each symbol's newest tick)."""
+    rows = []
+    for symbol in symbols:
+        for candle in rollup(candles.windows.get(symbol, ()), minutes, poll_interval_seconds):
+            if since is not None and candle["close_time"] <= since:
+                continue
+            judged = completeness(candle, candle["open_time"], candle["close_time"],
+                                  newest.get(symbol), missing_pct)
+            rows.append({**candle, "partial": judged.partial, "completeness": judged.text})
+    return pd.DataFrame.from_records(rows, columns=list(CANDLE_COLUMNS))
 
 
 def latest_frame(snapshot: Snapshot, symbols: Iterable[str]) -> pd.DataFrame:

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Topic name -> Kafka topic config."""
     replicated = {"min.insync.replicas": "2"} if settings.replication_factor >= 3 else {}
-    # Aggregates and alerts are keyed state: compaction keeps the latest value per key,
+    # Aggregates, candles and alerts are keyed state: compaction keeps the latest value per key,
     # so a restarted dashboard rebuilds from the topic; delete drops windows long past.
     # Only closed segments are compacted: hourly segments let a restarted consumer read
     # about one value per key instead of every update of the last week.
@@ -28,6 +28,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     return {
         settings.input_topic: dict(replicated),
         settings.output_topic: dict(keyed_state),
+        settings.candles_topic: dict(keyed_state),
         settings.dlq_topic: dict(replicated),
         settings.alerts_topic: dict(keyed_state),
     }

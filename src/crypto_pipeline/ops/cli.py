@@ -15,6 +15,10 @@
                                                    settings, secrets included (scripts/kafka.sh)
     python3 src/pipelinectl.py env-example         .env.example, generated from the settings
     python3 src/pipelinectl.py settings-table      the README's configuration table
+    python3 src/pipelinectl.py alerts-backtest [--hours H]
+                                                   per symbol, the alerts the alert settings
+                                                   would have raised on the history store's
+                                                   last H hours of windows (24)
     python3 src/pipelinectl.py topics              create the topics that are missing
     python3 src/pipelinectl.py wait-kafka [S]      wait up to S s for a produce/consume round trip
     python3 src/pipelinectl.py supervise NAME      run NAME under a supervisor (start runs this)
@@ -31,7 +35,10 @@ import json
 import logging
 import sys
 
+from crypto_pipeline.alerts import backtest
+from crypto_pipeline.alerts.rules import AlertRules
 from crypto_pipeline.core import logs, passwords
+from crypto_pipeline.core.history import open_history, problem
 from crypto_pipeline.core.settings import Settings, env_example, load_or_exit, settings_table
 from crypto_pipeline.core.status import COMPONENTS
 from crypto_pipeline.core.waiting import WaitTimeout
@@ -51,7 +58,7 @@ from crypto_pipeline.ops.supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 # Commands a person or script reads the output of: the log shows only what went wrong.
-_QUIET = ("status", "start", "stop", "get", "kafka-client-properties")
+_QUIET = ("status", "start", "stop", "get", "kafka-client-properties", "alerts-backtest")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("kafka-client-properties")
     commands.add_parser("env-example")
     commands.add_parser("settings-table")
+    commands.add_parser("alerts-backtest").add_argument("--hours", type=float, default=24.0)
     commands.add_parser("topics")
     commands.add_parser("wait-kafka").add_argument("timeout", nargs="?", type=float, default=60)
     commands.add_parser("supervise").add_argument("component", choices=COMPONENTS)
@@ -153,6 +161,21 @@ def _kafka_client_properties(settings: Settings, _args: argparse.Namespace) -> i
     return 0
 
 
+def _alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
+    history = open_history(settings.history_url)
+    try:
+        since = backtest.range_start(history, args.hours)
+        results = backtest.backtest(history, AlertRules.from_settings(settings), since)[0] \
+            if since is not None else {}
+    except history.errors as err:
+        print(f"error: {problem(settings.history_url, err)}", file=sys.stderr)
+        return 1
+    finally:
+        history.close()
+    print("\n".join(backtest.report(results, args.hours, since)))
+    return 0
+
+
 def _topics(settings: Settings, _args: argparse.Namespace) -> int:
     created = ensure_topics(settings)
     print(f"created {', '.join(created)}" if created else "all topics exist")
@@ -176,6 +199,7 @@ def _supervise(settings: Settings, args: argparse.Namespace) -> int:
 COMMANDS = {
     "start": _start, "stop": _stop, "status": _status, "settings": _settings, "get": _get,
     "kafka-client-properties": _kafka_client_properties,
+    "alerts-backtest": _alerts_backtest,
     "topics": _topics, "wait-kafka": _wait_kafka, "supervise": _supervise,
     "kafka-server": lambda settings, _args: serve(settings),
     "spark-cluster": lambda settings, args: run_command(settings, args.action),

@@ -1,19 +1,23 @@
-"""History from the first minutes: the last BACKFILL_HOURS of aggregates, computed from
-one-minute klines in a thread of the Spark job's driver while the live queries run.
+"""History from the first minutes: the last BACKFILL_HOURS of aggregates and 1-minute
+candles, computed from one-minute klines in a thread of the Spark job's driver while the
+live queries run.
 
 Klines come from Binance (`binance_klines`, the producer's client rules) or BACKFILL_FILE;
 each replays as four ticks (`Kline.ticks`, source `backfill`, the candle's volume spread
 over them) through the live job's own `transforms.aggregate_windows` on a static
-DataFrame, so a backfilled window has the live record's shape and meaning. Its
+DataFrame, so a backfilled window or candle has the live record's shape and meaning
+(a candle of four ticks, not the kline's trade count: what the job makes of them). Its
 `emitted_at` is the window's end, when a live job would have emitted it last, so the
 dashboard's freshness does not call a backfill "live".
 
 Where backfill and live data meet, each window has one source: the backfill writes only
 whole windows that end by `until` (the start of the minute it began, when the live range
 begins) and start at or after the range it fetched, and only where the history store has
-no value yet; the live job's value always wins. After a restart with history present, a
+no value yet; the live job's value always wins (candles alike: the minutes from the
+symbol's start up to `until`). After a restart with history present, a
 symbol is fetched only from after its newest window that ended by then: the gap. The
-windows written also go to OUTPUT_TOPIC, so a dashboard already running shows them.
+windows and candles written also go to OUTPUT_TOPIC and CANDLES_TOPIC, so a dashboard
+already running shows them.
 
 At scale (24 h of 2,000 symbols is about 4,000 requests of weight 2, more than Binance's
 6,000 a minute) the requests are paced by the weight Binance reports, so no 429 comes;
@@ -46,7 +50,13 @@ from crypto_pipeline.binance.klines_client import KlinesClient
 from crypto_pipeline.binance.listing import NoMatchError, resolve_at_start
 from crypto_pipeline.binance.rest import BinanceError
 from crypto_pipeline.core.history import HistoryStore, open_history
-from crypto_pipeline.core.schema import TICK_FIELDS, Tick, aggregate_key, spark_schema
+from crypto_pipeline.core.schema import (
+    TICK_FIELDS,
+    Tick,
+    aggregate_key,
+    candle_key,
+    spark_schema,
+)
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import BackfillProgress, State
 from crypto_pipeline.kafka_io.keyed_records import DeliveryFailed, send_confirmed
@@ -74,6 +84,7 @@ class BackfillResult:
     windows: int  # new windows written
     already_there: int  # computed windows the history store already had
     seconds: float
+    candles: int = 0  # new candles written
 
 
 def minute_floor(moment: datetime) -> datetime:
@@ -124,24 +135,46 @@ def tick_rows(klines: Iterable[Kline]):
     return frame[[f.name for f in _TICK_COLUMNS]]
 
 
+@dataclass(frozen=True)
+class Records:
+    """(key, value) of the windows and of the candles, as the live job writes them."""
+
+    windows: list[tuple[str, str]]
+    candles: list[tuple[str, str]]
+
+
 def window_records(spark, klines: Sequence[Kline], starts: Mapping[str, datetime],
-                   until: datetime, settings: Settings) -> list[tuple[str, str]]:
-    """(key, value) of every whole window of the klines' ticks from the symbol's start up
-    to `until`, as the live job writes them, oldest first."""
+                   until: datetime, settings: Settings) -> Records:
+    """Every whole window and every candle of the klines' ticks from the symbol's start
+    up to `until`, as the live job writes them, oldest first."""
     from pyspark.sql import functions as F
 
-    from crypto_pipeline.streaming.transforms import aggregate_records, aggregate_windows
+    from crypto_pipeline.streaming.transforms import (
+        aggregate_records,
+        aggregate_windows,
+        candle_records,
+        candles,
+    )
 
     spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     frame = spark.createDataFrame(tick_rows(klines), spark_schema(_TICK_COLUMNS))
     first = F.create_map(*[F.lit(value) for symbol, start in starts.items()
                            for value in (symbol, start)])
-    windows = (aggregate_windows(frame, settings)
-               .where((F.col("window_start") >= first[F.col("symbol")])
-                      & (F.col("window_end") <= F.lit(until)))
-               .withColumn("emitted_at", F.col("window_end")))
-    records = aggregate_records(windows.orderBy("window_start", "symbol"))
-    return [(row.key, row.value) for row in records.collect()]
+    aggregated = aggregate_windows(frame, settings).cache()
+    try:
+        windows = (aggregated
+                   .where((F.col("window_start") >= first[F.col("symbol")])
+                          & (F.col("window_end") <= F.lit(until)))
+                   .withColumn("emitted_at", F.col("window_end")))
+        minutes = candles(aggregated).where((F.col("open_time") >= first[F.col("symbol")])
+                                            & (F.col("close_time") <= F.lit(until)))
+        return Records(
+            [(row.key, row.value) for row in aggregate_records(
+                windows.orderBy("window_start", "symbol")).collect()],
+            [(row.key, row.value) for row in candle_records(
+                minutes.orderBy("open_time", "symbol")).collect()])
+    finally:
+        aggregated.unpersist()
 
 
 class Backfill:
@@ -161,6 +194,7 @@ class Backfill:
         self._wall_clock = wall_clock  # whose minutes the request weight is paced in
         self._began = clock()
         self._logged_at = 0.0
+        self._candles_written = 0
 
     def run(self, now: datetime | None = None) -> BackfillResult | None:
         """Fill the history store for SYMBOLS (or BACKFILL_FILE's symbols); None when
@@ -272,23 +306,33 @@ class Backfill:
 
     def _aggregate(self, klines: list[Kline], starts: Mapping[str, datetime],
                    until: datetime) -> tuple[int, int]:
-        """Windows of these klines into the history store and OUTPUT_TOPIC: (written,
-        already there)."""
+        """Windows and candles of these klines into the history store, OUTPUT_TOPIC and
+        CANDLES_TOPIC: (windows written, windows already there)."""
         records = window_records(self.spark, klines, starts, until, self.settings)
-        written = self._write(records)
+        written = self._write(records.windows)
+        self._candles_written += self._write_candles(records.candles)
         self.progress.klines += len(klines)
         self.progress.windows_written += written
         self._report(self.progress)
-        return written, len(records) - written
+        return written, len(records.windows) - written
 
     def _write(self, records: list[tuple[str, str]]) -> int:
-        """Into the history store where the window is new, then to OUTPUT_TOPIC."""
+        """The windows into the history store where they are new, then to OUTPUT_TOPIC."""
+        return self._write_new(records, self.history.insert_absent, aggregate_key,
+                               "window_start", self.settings.output_topic)
+
+    def _write_candles(self, records: list[tuple[str, str]]) -> int:
+        """The candles likewise, to CANDLES_TOPIC."""
+        return self._write_new(records, self.history.insert_absent_candles, candle_key,
+                               "open_time", self.settings.candles_topic)
+
+    def _write_new(self, records: list[tuple[str, str]], insert_absent, key_of,
+                   start: str, topic: str) -> int:
         values = dict(records)
-        inserted = self.history.insert_absent(json.loads(value) for value in values.values())
-        new = [aggregate_key(row["symbol"], row["window_start"]) for row in inserted]
+        inserted = insert_absent(json.loads(value) for value in values.values())
+        new = [key_of(row["symbol"], row[start]) for row in inserted]
         if new:
-            send_confirmed(self.settings, self.settings.output_topic,
-                           [(key, values[key].encode()) for key in new])
+            send_confirmed(self.settings, topic, [(key, values[key].encode()) for key in new])
         return len(new)
 
     # --- progress ----------------------------------------------------------------------
@@ -296,6 +340,7 @@ class Backfill:
     def _start_progress(self, symbols: int, client: KlinesClient | None = None) -> None:
         self._began = self._clock()
         self._logged_at = self._clock()
+        self._candles_written = 0
         self.progress = BackfillProgress(
             state=State.RUNNING.value, symbols_total=symbols, started_at=time.time(),
             weight_limit=client.weight_limit if client else None)
@@ -322,11 +367,13 @@ class Backfill:
 
     def _result(self, klines: int, written: int, there: int, began: float,
                 starts: Mapping[str, datetime], until: datetime) -> BackfillResult:
-        result = BackfillResult(klines, written, there, self._clock() - began)
+        result = BackfillResult(klines, written, there, self._clock() - began,
+                                self._candles_written)
         self.finish(State.FINISHED)
         log.info("backfill: %d klines of %s up to %s -> %d windows written (%d already "
-                 "there) in %.1f s", result.klines, _names(starts), until.isoformat(),
-                 result.windows, result.already_there, result.seconds)
+                 "there) and %d candles in %.1f s", result.klines, _names(starts),
+                 until.isoformat(), result.windows, result.already_there, result.candles,
+                 result.seconds)
         return result
 
     def finish(self, state: State, error: str | None = None) -> None:

@@ -1,11 +1,14 @@
 """The Spark job: ticks on INPUT_TOPIC -> sliding-window aggregates on OUTPUT_TOPIC and
-in the history store; rejected input -> DLQ_TOPIC.
+1-minute candles on CANDLES_TOPIC, both also in the history store; rejected input ->
+DLQ_TOPIC.
 
 Two queries of one SparkSession, each with its own checkpoint, so a restart resumes
 both where they stopped: `aggregates` (update mode, foreachBatch to Kafka and the history
-store) and `dead letters` (append mode, Kafka sink). A listener writes RUN_DIR/spark.json
-after every micro-batch. A history database that goes away fails the batch, and so the
-job: restarted, it runs the batch again from the checkpoint (both writes are idempotent).
+store; the candles come out of the same aggregation, see transforms.py) and `dead
+letters` (append mode, Kafka sink). A listener writes RUN_DIR/spark.json after every
+micro-batch. A history database that goes away fails the batch, and so the job:
+restarted, it runs the batch again from the checkpoint (every write is idempotent). The
+history's retention is applied on start and then daily (retention.py).
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ from crypto_pipeline.core.settings import EXIT_CONFIG_ERROR, Settings
 from crypto_pipeline.core.status import BackfillProgress, SparkStatus, State
 from crypto_pipeline.kafka_io.clients import spark_options
 from crypto_pipeline.kafka_io.keyed_records import send_confirmed
+from crypto_pipeline.streaming.retention import HistoryRetention
 from crypto_pipeline.streaming.transforms import (
     aggregate_records,
     aggregate_windows,
+    candle_records,
+    candles,
     dead_letter_records,
     parse_records,
     rejected_records,
@@ -80,6 +86,7 @@ class StreamingJob:
         self.symbols_seen = symbols_seen
         self.history = history or open_history(settings.history_url)
         self.alerts = SpikeAlerts(settings, self.history)
+        self.retention = HistoryRetention(self.history, settings.history_retention)
         self.aggregates_name = f"aggregates to {settings.output_topic}"
         self.dead_letters_name = f"dead letters to {settings.dlq_topic}"
         self.status = StatusReporter(settings, self.aggregates_name, self.dead_letters_name)
@@ -95,10 +102,12 @@ class StreamingJob:
         self.spark.streams.addListener(self.status)
         self.queries.append(self._start_aggregates())
         self.queries.append(self._start_dead_letters())
-        log.info("reading %s from %s; aggregates to %s (checkpoint %s) and the history %s, "
-                 "dead letters to %s", self.settings.input_topic,
+        self.retention.start()
+        log.info("reading %s from %s; aggregates to %s and candles to %s (checkpoint %s) and "
+                 "the history %s, dead letters to %s", self.settings.input_topic,
                  self.settings.kafka_bootstrap_servers, self.settings.output_topic,
-                 self.settings.checkpoint_dir, self.history.location, self.settings.dlq_topic)
+                 self.settings.candles_topic, self.settings.checkpoint_dir,
+                 self.history.location, self.settings.dlq_topic)
 
     def request_stop(self) -> None:
         """Ask `run` to stop; safe to call from a signal handler."""
@@ -169,6 +178,7 @@ class StreamingJob:
             query.stop()
         self.spark.streams.removeListener(self.status)
         # After the queries: no batch can raise an alert or write the history any more.
+        self.retention.stop()
         self.alerts.close()
         self.history.close()
         return errors
@@ -198,22 +208,35 @@ class StreamingJob:
                 .start())
 
     def _write_aggregates(self, batch: DataFrame, batch_id: int) -> None:
-        """One micro-batch's changed windows -> OUTPUT_TOPIC, then the history store.
-        Any error propagates and fails the query; the batch is re-run on restart and
-        both writes are idempotent per key. The records are few (symbols x open windows):
-        collected once and sent from the driver, with no Spark job of their own."""
-        records = [(row.key, row.value) for row in aggregate_records(batch).collect()]
-        if not records:
+        """One micro-batch's changed windows and their candles -> OUTPUT_TOPIC and
+        CANDLES_TOPIC, then the history store, then the alerts. Any error propagates and
+        fails the query; the batch is re-run on restart and every write is idempotent per
+        key. The records are few (symbols x open windows): collected in one Spark job and
+        sent from the driver."""
+        output, candles_topic = self.settings.output_topic, self.settings.candles_topic
+        batch = batch.persist()
+        try:
+            collected = (aggregate_records(batch).withColumn("topic", F.lit(output))
+                         .unionByName(candle_records(candles(batch))
+                                      .withColumn("topic", F.lit(candles_topic)))
+                         .select("topic", "key", "value").collect())
+        finally:
+            batch.unpersist()
+        if not collected:
             return
-        send_confirmed(self.settings, self.settings.output_topic,
-                       ((key, value.encode()) for key, value in records))
-        rows = [json.loads(value) for _, value in records]
+        for topic in (output, candles_topic):
+            send_confirmed(self.settings, topic, ((row.key, row.value.encode())
+                                                  for row in collected if row.topic == topic))
+        rows = [json.loads(row.value) for row in collected if row.topic == output]
+        candle_rows = [json.loads(row.value) for row in collected if row.topic == candles_topic]
         self.history.upsert(rows)
+        self.history.upsert_candles(candle_rows)
         self.alerts.check(rows)
         if self.symbols_seen is not None:
             self.symbols_seen({row["symbol"] for row in rows})
-        self.status.count_emitted(len(records))
-        log.debug("batch %d: %d aggregates written", batch_id, len(records))
+        self.status.count_emitted(len(rows))
+        log.debug("batch %d: %d aggregates and %d candles written", batch_id, len(rows),
+                  len(candle_rows))
 
     def _start_dead_letters(self) -> StreamingQuery:
         seconds = max(self.settings.trigger_interval.seconds, DEAD_LETTER_TRIGGER_SECONDS)

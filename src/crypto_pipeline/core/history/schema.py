@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from crypto_pipeline.core.schema import AGGREGATE_FIELDS, ALERT_FIELDS, Field
+from crypto_pipeline.core.schema import AGGREGATE_FIELDS, ALERT_FIELDS, CANDLE_FIELDS, Field
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,15 @@ class Table:
 # Latest value per window: a re-run batch replaces its windows instead of adding rows.
 AGGREGATES = Table("aggregates", AGGREGATE_FIELDS, ("symbol", "window_start"),
                    {"aggregates_by_start": ("window_start",)})
+# Latest value per 1-minute candle, as for windows.
+CANDLES = Table("candles", CANDLE_FIELDS, ("symbol", "open_time"),
+                {"candles_by_open_time": ("open_time",)})
 # An alert sent is recorded once per symbol, window and kind, so it is never sent twice.
-ALERTS = Table("alerts", ALERT_FIELDS, ("symbol", "window_start", "kind"))
-TABLES: tuple[Table, ...] = (AGGREGATES, ALERTS)
+ALERTS = Table("alerts", ALERT_FIELDS, ("symbol", "window_start", "kind"),
+               {"alerts_by_window_end": ("window_end",)})
+TABLES: tuple[Table, ...] = (AGGREGATES, CANDLES, ALERTS)
+# What retention deletes: rows whose span ended before the cut-off.
+ENDS = {AGGREGATES.name: "window_end", CANDLES.name: "close_time", ALERTS.name: "window_end"}
 
 
 def quoted(name: str) -> str:

@@ -1,10 +1,12 @@
 """Every read and write of the history, one text per query for both engines.
 
-The job upserts each micro-batch's aggregates keyed by (symbol, window_start), so a
-re-run batch after a crash replaces rows instead of adding them; the dashboard reads
-the past from it after a restart; the backfill writes into it, never replacing a window
-already there; the alert rules read recent returns and remember the alerts sent.
-Times go in as datetimes or ISO text and come out as UTC datetimes.
+The job upserts each micro-batch's aggregates keyed by (symbol, window_start) and its
+candles keyed by (symbol, open_time), so a re-run batch after a crash replaces rows
+instead of adding them; the dashboard reads the past from it after a restart; the
+backfill writes into it, never replacing a window or candle already there; the alert
+rules read recent returns and the alerts sent (what they remember across batches and
+restarts); `prune` applies the retention. Times go in as datetimes or ISO text and come
+out as UTC datetimes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 
 from crypto_pipeline.core.history import schema
-from crypto_pipeline.core.history.schema import AGGREGATES, ALERTS, TABLES, Table
+from crypto_pipeline.core.history.schema import AGGREGATES, ALERTS, CANDLES, ENDS, TABLES, Table
 from crypto_pipeline.core.schema import Field, parse_time
 
 log = logging.getLogger(__name__)
@@ -201,9 +203,16 @@ class HistoryStore:
     def load(self, since: datetime | None = None,
              symbols: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Aggregates (latest value per window), oldest window first."""
+        return self._load(AGGREGATES, "window_start", since, symbols)
+
+    def _load(self, table: Table, start: str, since: datetime | None,
+              symbols: Iterable[str] | None,
+              order_by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Rows of `table` whose `start` is `since` or later, of `symbols`, oldest first
+        (or in `order_by`)."""
         conditions, params = [], []
         if since is not None:
-            conditions.append('"window_start" >= ?')
+            conditions.append(f'"{start}" >= ?')
             params.append(self._time(since))
         if symbols is not None:
             symbols = list(symbols)
@@ -211,8 +220,24 @@ class HistoryStore:
                 return []
             conditions.append(f'"symbol" IN ({", ".join("?" for _ in symbols)})')
             params.extend(symbols)
-        return self.read(AGGREGATES, " AND ".join(conditions), params,
-                         order_by=("window_start", "symbol"))
+        return self.read(table, " AND ".join(conditions), params,
+                         order_by=order_by or (start, "symbol"))
+
+    # --- candles -----------------------------------------------------------------------
+
+    def upsert_candles(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or replace candles (dicts with CANDLE_FIELDS); returns how many."""
+        return len(self.write(CANDLES, rows))
+
+    def insert_absent_candles(self,
+                              rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Insert the candles not in the store yet (the backfill's); returns those."""
+        return self.write(CANDLES, rows, replace=False)
+
+    def load_candles(self, since: datetime | None = None,
+                     symbols: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Candles from `since` on (by open time), oldest first."""
+        return self._load(CANDLES, "open_time", since, symbols)
 
     def newest_window_starts(self, ended_by: datetime | None = None) -> dict[str, datetime]:
         """Per symbol, the start of its newest window in the store (of those that ended
@@ -257,13 +282,18 @@ class HistoryStore:
             (newest,) = cursor.execute('SELECT max("emitted_at") FROM "aggregates"').fetchone()
         return self.engine.from_db(newest) if newest is not None else None
 
-    def prune(self, older_than: datetime) -> int:
-        """Drop windows that ended before `older_than`; returns how many."""
+    def prune(self, older_than: datetime) -> dict[str, int]:
+        """Drop the windows, candles and alerts whose span ended before `older_than`;
+        returns how many rows of each table."""
+        deleted = {table.name: 0 for table in self.tables}
         if not self.engine.exists():
-            return 0
+            return deleted
         with self._cursor() as cursor:
-            return cursor.execute(self._sql('DELETE FROM "aggregates" WHERE "window_end" < ?'),
-                                  (self._time(older_than),)).rowcount
+            for table in self.tables:
+                deleted[table.name] = cursor.execute(
+                    self._sql(f'DELETE FROM "{table.name}" WHERE "{ENDS[table.name]}" < ?'),
+                    (self._time(older_than),)).rowcount
+        return deleted
 
     def recent_returns(self, wanted: Iterable[tuple[str, datetime]],
                        limit: int) -> dict[tuple[str, datetime], list[float]]:
@@ -298,23 +328,14 @@ class HistoryStore:
 
     # --- alerts ------------------------------------------------------------------------
 
-    def unrecorded_alerts(self, alerts: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """The alerts whose (symbol, window_start, kind) has not been recorded."""
-        query = self._sql('SELECT 1 FROM "alerts" WHERE "symbol" = ? AND "window_start" = ? '
-                          'AND "kind" = ?')
-        with self._cursor() as cursor:
-            return [alert for alert in alerts if cursor.execute(
-                query, (alert["symbol"], self._time(alert["window_start"]), alert["kind"])
-            ).fetchone() is None]
-
     def record_alerts(self, alerts: Iterable[Mapping[str, Any]]) -> int:
         """Remember sent alerts; one already recorded stays as it was. Returns how many
         were new."""
         return len(self.write(ALERTS, alerts, replace=False))
 
-    def load_alerts(self, since: datetime | None = None) -> list[dict[str, Any]]:
-        """Recorded alerts of windows from `since` on, oldest detection first."""
-        where, params = ('"window_start" >= ?', [self._time(since)]) if since is not None \
-            else ("", [])
-        return self.read(ALERTS, where, params,
-                         order_by=("detected_at", "symbol", "window_start", "kind"))
+    def load_alerts(self, since: datetime | None = None,
+                    symbols: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Recorded alerts of windows from `since` on (of `symbols`), oldest detection
+        first."""
+        return self._load(ALERTS, "window_start", since, symbols,
+                          order_by=("detected_at", "symbol", "window_start", "kind"))

@@ -14,10 +14,14 @@ so none of them has a gap to fill. Only symbols beyond every connection's room t
 connection, and a connection left with no symbol is closed. Reconnecting every connection
 instead would cost one of Binance's 300 connection attempts per 5 minutes each, and a
 gap in every symbol.
+
+Trades neither stream nor history had are counted on the first tick sent after them
+(`missed_before`), so the Spark job knows which windows and candles lack trades.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import queue
@@ -220,9 +224,13 @@ class BinanceTradeStream:
         last = self._last_id.get(tick.symbol)
         if last is not None and tick.position <= last:
             return  # delivered by two connections
+        filled: list[Tick] = []
         if last is not None and tick.position > last + 1:
-            ticks += self._fill(tick.symbol, last + 1, tick.position - 1)
+            filled = self._fill(tick.symbol, last + 1, tick.position - 1)
+        if last is not None:
+            filled, tick = with_missed_counts(last, filled, tick)
         self._last_id[tick.symbol] = tick.position
+        ticks += filled
         ticks.append(tick)
 
     def _fill(self, symbol: str, first: int, last: int) -> list[Tick]:
@@ -298,3 +306,16 @@ class BinanceTradeStream:
         self.status.errors[kind] += 1
         self.status.last_error = message
         log.warning("%s; next try in %.1f s", message, event.retry_in)
+
+
+def with_missed_counts(last_id: int, filled: list[Tick],
+                       tick: Tick) -> tuple[list[Tick], Tick]:
+    """The trades after trade `last_id` (those filled from the history, then the streamed
+    one), each that follows a hole in the ids carrying its size in `missed_before`."""
+    marked, previous = [], last_id
+    for trade in (*filled, tick):
+        if trade.position > previous + 1:
+            trade = dataclasses.replace(trade, missed_before=trade.position - previous - 1)
+        marked.append(trade)
+        previous = trade.position
+    return marked[:-1], marked[-1]
