@@ -560,9 +560,19 @@ def measure_market_ws(base: Settings, bootstrap: str, work: Path,
 
 
 def _page_runs(settings: Settings) -> dict[str, dict[str, float]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{settings.dashboard_metrics_port}/metrics",
-                                timeout=30) as response:
-        return page_run_times(response.read().decode())
+    """The page-run figures at the dashboard's /metrics; none before its first visitor
+    (the page starts the metrics server)."""
+    try:
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{settings.dashboard_metrics_port}/metrics",
+                timeout=30) as response:
+            return page_run_times(response.read().decode())
+    except ConnectionRefusedError:
+        return {}
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, ConnectionRefusedError):
+            return {}
+        raise
 
 
 def _first_render(settings: Settings, chromium, url: str, symbols: int,
