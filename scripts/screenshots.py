@@ -3,8 +3,10 @@
 Starts the whole pipeline with start.sh, replaying real Binance klines
 (tests/data/binance/), on free ports with its state in a temporary folder, waits for
 four hours of windows, photographs the dashboard (its candles at two timeframes too) and
-Spark's UI in headless Chromium, and stops it again with stop.sh. What the pictures show
-is what the project does.
+Spark's UI in headless Chromium, and stops it again with stop.sh. Then once more over a
+market of MARKET_SYMBOLS USDT pairs (SYMBOLS=*USDT, polled from the Binance stand-in of
+tests/support/), for the market overview. What the pictures show is what the project
+does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from crypto_pipeline.core.processes import free_port
 from crypto_pipeline.core.settings import load_or_exit
 from crypto_pipeline.core.waiting import wait_until
 from support import browser
+from support.fake_binance import fake_binance_process
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ DOCS = PROJECT_ROOT / "docs"
 REPLAY = PROJECT_ROOT / "tests" / "data" / "binance" / "BTCUSDT-1m-2025-08-01_2025-08-10.csv"
 WINDOWS_WANTED = 240
 VIEWPORT = {"width": 1400, "height": 1000}
+MARKET_SYMBOLS = 400
+MARKET_MINUTES = 3  # of polls before the overview is photographed: the movers have moved
 
 
 def _environment(state: Path) -> dict[str, str]:
@@ -115,6 +120,19 @@ def _spark_ui(page, url: str) -> None:
     page.screenshot(path=DOCS / "spark-query-statistics.png", full_page=True)
 
 
+def _market(page, url: str) -> None:
+    page.goto(url)
+    wanted = f"{MARKET_SYMBOLS:,} of {MARKET_SYMBOLS:,} symbols"
+    page.locator(".st-key-overview-count").filter(has_text=wanted).wait_for(timeout=120_000)
+    page.locator(".st-key-overview").screenshot(path=DOCS / "dashboard-overview.png")
+
+
+def _market_environment(state: Path, binance_url: str) -> dict[str, str]:
+    return {**_environment(state), "PRICE_SOURCE": "binance", "BINANCE_BASE_URL": binance_url,
+            "SYMBOLS": "*USDT", "POLL_INTERVAL_SECONDS": "2",
+            "DASHBOARD_REFRESH_SECONDS": "120"}
+
+
 def take() -> list[Path]:
     DOCS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="screenshots-") as tmp:
@@ -126,6 +144,18 @@ def take() -> list[Path]:
                 page = chromium.new_page(viewport=VIEWPORT)
                 _dashboard(page, f"http://127.0.0.1:{env['DASHBOARD_PORT']}")
                 _spark_ui(page, f"http://127.0.0.1:{env['SPARK_UI_PORT']}")
+        finally:
+            _run("stop.sh", env)
+    with tempfile.TemporaryDirectory(prefix="screenshots-market-") as tmp, \
+            fake_binance_process(0, "--usdt", str(MARKET_SYMBOLS), "--no-record") as (_, url):
+        env = _market_environment(Path(tmp), url)
+        _run("start.sh", env)
+        try:
+            # Each minute of polls adds a window per symbol.
+            _wait_for_windows(env["HISTORY_URL"], MARKET_SYMBOLS * MARKET_MINUTES, 600)
+            with browser.chromium() as chromium:
+                _market(chromium.new_page(viewport={"width": 1400, "height": 1400}),
+                        f"http://127.0.0.1:{env['DASHBOARD_PORT']}")
         finally:
             _run("stop.sh", env)
     return sorted(DOCS.glob("*.png"))

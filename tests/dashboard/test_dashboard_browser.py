@@ -200,6 +200,8 @@ def test_candles_switch_timeframe_and_a_zoomed_chart_stays_zoomed_across_refresh
     before = drawn()
     # As a user does: drag a zoom box across the middle of the chart, hide the partial
     # markers with a click on their legend entry.
+    # The market overview sits above the charts: the mouse needs the chart in view.
+    chart.scroll_into_view_if_needed()
     box = chart.locator(".nsewdrag").first.bounding_box()
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * 0.3, y)

@@ -31,7 +31,8 @@ def test_topic_creation_is_idempotent_and_compacts_aggregates(settings):
 
     created = ensure_topics(settings)
     assert sorted(created) == sorted(
-        [settings.input_topic, settings.output_topic, settings.dlq_topic, settings.alerts_topic])
+        [settings.input_topic, settings.output_topic, settings.dlq_topic, settings.alerts_topic,
+         settings.candles_topic])
     assert ensure_topics(settings) == []
 
     admin = KafkaAdminClient(**client_config(settings))

@@ -158,7 +158,7 @@ def documented_metrics() -> set[str]:
     for component in (PRODUCER, SPARK, DASHBOARD):
         row = re.search(rf"^\| (?:producer|Spark job|dashboard) \| `crypto_pipeline_{component}_"
                         rf".*$", readme, re.M).group(0)
-        for name in re.findall(r"`(crypto_pipeline_\w+|_\w+)(?:\{\w+\})?`", row):
+        for name in re.findall(r"`(crypto_pipeline_\w+|_\w+)(?:\{[\w,]+\})?`", row):
             names.add(name if name.startswith("crypto") else f"crypto_pipeline_{component}{name}")
     return names
 

@@ -132,6 +132,7 @@ def tick_rows(klines: Iterable[Kline]):
     frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
     frame["source"] = SOURCE
     frame["event_id"] = None
+    frame["missed_before"] = None
     return frame[[f.name for f in _TICK_COLUMNS]]
 
 
