@@ -63,7 +63,8 @@ def rate_ticks(spark, symbols: int, rows_per_batch: int, partitions: int, event_
         F.col("timestamp").alias("event_time"),
         F.lit(loadgen.SOURCE).alias("source"),
         F.lit(None).cast("double").alias("quantity"),
-        F.col("value").cast("string").alias("event_id"))
+        F.col("value").cast("string").alias("event_id"),
+        F.lit(None).cast("long").alias("missed_before"))
 
 
 def seed_windows(ticks, settings: Settings):
