@@ -5,7 +5,8 @@
 # bench/results/bench-<time>.json.
 #   ./bench.sh            the full run
 #   ./bench.sh --quick    small phases (a smoke run, not a measurement)
-#   ./bench.sh --only market   the market phases alone (2,000 symbols end to end)
+#   ./bench.sh --only pipeline   phases 1-6 (no market)
+#   ./bench.sh --only market     the market phases alone (2,000 symbols end to end)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$ROOT/scripts/setup.sh" --dev

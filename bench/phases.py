@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import re
 import statistics
 import sys
 import threading
@@ -535,7 +536,8 @@ def measure_market_ws(base: Settings, bootstrap: str, work: Path,
                     urllib.request.urlopen(f"{rest}/fake/burst?trades={plan.burst_trades}",
                                            timeout=120).close()
                     bursts.append((time.time(), _json_at(f"{rest}/fake/stats")["sent"]))
-            # What was sent so far must arrive: wait for the producer to catch up.
+            # The market stops; every trade sent must then arrive: the producer catches up.
+            urllib.request.urlopen(f"{rest}/fake/pause", timeout=30).close()
             target = _json_at(f"{rest}/fake/stats")
             with contextlib.suppress(TimeoutError):
                 wait_until(lambda: _producer(settings).ticks_sent >= _json_at(
@@ -576,6 +578,9 @@ def _page_runs(settings: Settings) -> dict[str, dict[str, float]]:
         raise
 
 
+_LISTED = re.compile(r"([\d,]+) of \1 symbols")
+
+
 def _first_render(settings: Settings, chromium, url: str, symbols: int,
                   timeout: float) -> dict[str, Any]:
     """A new visitor: the server time of its page run, and the browser's time until the
@@ -584,9 +589,14 @@ def _first_render(settings: Settings, chromium, url: str, symbols: int,
     page = chromium.new_page(viewport={"width": 1400, "height": 1400})
     opened = time.monotonic()
     page.goto(url)
-    wanted = f"{symbols:,} of {symbols:,} symbols"
-    page.locator(".st-key-overview-count").filter(has_text=wanted).wait_for(
-        timeout=timeout * 1000)
+    # Every symbol shown: the stand-in lists its own few (BTCUSDT...) beside the market.
+    overview = page.locator(".st-key-overview-count")
+
+    def listed() -> bool:
+        match = _LISTED.search(overview.inner_text()) if overview.count() else None
+        return bool(match) and int(match.group(1).replace(",", "")) >= symbols
+
+    wait_until(listed, timeout, f"the overview to list {symbols:,} symbols", interval=0.2)
     shown = time.monotonic() - opened
     runs = wait_until(lambda: (r := _page_runs(settings)).get("page", {}).get("runs", 0)
                       > before and r, 60, "the page run in the metrics")
