@@ -312,14 +312,14 @@ def _stack_settings(base: Settings, bootstrap: str, work: Path, phase: str,
 
 
 def _start_pipeline(processes: Processes, settings: Settings, memory: PeakMemory,
-                    dashboard: bool) -> None:
-    """The job and the producer (and the dashboard) as start.sh runs them, each its own
-    process; returns once the job is active."""
+                    dashboard: Settings | None = None) -> None:
+    """The job and the producer (and the dashboard, with its own settings) as start.sh
+    runs them, each its own process; returns once the job is active."""
     job = processes.start("spark", settings, [sys.executable, str(SRC / "streaming_app.py")])
     started = {"spark job": job, "producer": processes.start(
         "producer", settings, [sys.executable, str(SRC / "api_producer.py")])}
-    if dashboard:
-        started["dashboard"] = processes.start("dashboard", settings, [
+    if dashboard is not None:
+        started["dashboard"] = processes.start("dashboard", dashboard, [
             sys.executable, "-m", "streamlit", "run", str(SRC / "dashboard.py"),
             "--server.port", str(settings.dashboard_port), "--server.address", "127.0.0.1",
             "--server.headless", "true"])
@@ -327,7 +327,7 @@ def _start_pipeline(processes: Processes, settings: Settings, memory: PeakMemory
         memory.watch(name, process.pid)
     wait_until(lambda: (SparkStatus.read(settings.run_dir) or SparkStatus()).state
                == State.ACTIVE, 300, "the Spark job to start", give_up=exited(job))
-    if dashboard:
+    if dashboard is not None:
         url = f"http://127.0.0.1:{settings.dashboard_port}"
         wait_until(lambda: _answers(f"{url}/_stcore/health"), 90, "the dashboard",
                    give_up=exited(started["dashboard"]))
@@ -340,7 +340,7 @@ def measure_aggregate_latency(base: Settings, bootstrap: str, work: Path, plan: 
     settings = _stack_settings(base, bootstrap, work, "latency", plan)
     ensure_topics(settings)
     with Processes(work) as processes:
-        _start_pipeline(processes, settings, memory, dashboard=False)
+        _start_pipeline(processes, settings, memory)
         seen: list[tuple[float, str, int]] = []
         sent: list[tuple[str, int, float]] = []
         stop = threading.Event()
@@ -373,7 +373,9 @@ def measure_page_latency(base: Settings, bootstrap: str, work: Path, plan: Plan,
     ensure_topics(settings)
     names = loadgen.bench_symbols(plan.latency_symbols)
     with Processes(work) as processes:
-        _start_pipeline(processes, settings, memory, dashboard=True)
+        # The dashboard shows the cards of the symbols SYMBOLS names: the markers' one.
+        _start_pipeline(processes, settings, memory, dashboard=settings.replace(
+            symbols=(names[0],)))
         shown: list[tuple[float, float]] = []
         stop_markers = threading.Event()
         markers = Markers(settings, names[0])
