@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 SOURCE = "binance-ws"
 MAX_STREAMS_PER_CONNECTION = 1024
+# Streams named in a connection's URL; the rest are subscribed once it is open. 1,024
+# stream names make a URL of some 16 KB, more than HTTP servers take in a request line.
+URL_STREAMS = 200
 # Binance ends a connection at 24 h. The replacement opens RENEW_BEFORE earlier (time to
 # retry if it fails), then both are read for OVERLAP before the old one is closed.
 CONNECTION_LIFETIME_SECONDS = 24 * 3600.0
@@ -273,8 +276,8 @@ class CombinedStream:
 
     @property
     def url(self) -> str:
-        """The URL a new connection opens: the current symbols."""
-        return combined_stream_url(self.base_url, self.symbols)
+        """The URL a new connection opens: the first URL_STREAMS current symbols."""
+        return combined_stream_url(self.base_url, self.symbols[:URL_STREAMS])
 
     def update(self, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
         """Carry these symbols from now on: open connections subscribe and unsubscribe
@@ -358,8 +361,8 @@ class CombinedStream:
         the connection it was to replace still runs)."""
         if not self.attempts.acquire(self._stop):
             return None
-        symbols = self.symbols
-        url = combined_stream_url(self.base_url, symbols)
+        in_url = self.symbols[:URL_STREAMS]
+        url = combined_stream_url(self.base_url, in_url)
         try:
             ws = connect(url, open_timeout=self.open_timeout,
                          close_timeout=CLOSE_TIMEOUT_SECONDS,
@@ -371,13 +374,13 @@ class CombinedStream:
                                    url, one_line(err, named=True), delay, status, self.name))
             self._wait(delay, replacing)
             return None
-        link = _Link(ws, self._clock(), set(symbols))
+        link = _Link(ws, self._clock(), set(in_url))
         link.reader = threading.Thread(target=self._read, args=(link,), daemon=True,
                                        name=f"{self.name}-reader")
         with self._lock:
             self._links.append(link)
         link.reader.start()
-        self._reconcile(link)  # symbols may have changed while it connected
+        self._reconcile(link)  # those beyond the URL, and changes while it connected
         if replacing is None:
             self._emit(StreamEvent("connected", url, name=self.name))
         return link
