@@ -8,4 +8,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # The browser helper lives with the test stand-ins, in tests/support/.
 export PYTHONPATH="$ROOT/src:$ROOT/tests"
-exec "$ROOT/.venv/bin/python" "$ROOT/scripts/screenshots.py"
+exec "$ROOT/.venv/bin/python" "$ROOT/scripts/screenshots.py" "$@"

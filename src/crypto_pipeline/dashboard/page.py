@@ -39,6 +39,7 @@ FIRST_ANSWER_TIMEOUT_SECONDS = 5.0
 # trades shows volume and VWAP in a second row.
 KPIS_PER_ROW = len(views.KPIS)
 OVERVIEW_HEIGHT = 420  # pixels: about a dozen rows, the rest a scroll away
+ROW_HEIGHT = 35  # pixels of a row of st.dataframe: a short table takes no more room
 # One format for a column of prices from BTC's to a coin's worth a millionth of it: eight
 # significant digits (the values are rounded to the decimals their cards show).
 PRICE_FORMAT = "%.8g"
@@ -245,7 +246,8 @@ def _overview(settings: Settings, market: pd.DataFrame) -> pd.DataFrame:
                        f"change and spread over each symbol's latest {settings.window_duration}"
                        f" window, last price its newest close")
         st.dataframe(shown, hide_index=True, column_config=OVERVIEW_CONFIG,
-                     height=OVERVIEW_HEIGHT, key="overview-table",
+                     height=min(OVERVIEW_HEIGHT, ROW_HEIGHT * (len(shown) + 1) + 3),
+                     key="overview-table",
                      alt=f"Market overview: {len(shown)} symbols, sorted by {sort.lower()}")
     return market
 
