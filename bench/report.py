@@ -136,7 +136,7 @@ def market_table(results: dict[str, Any]) -> str:
          f"{refresh['mean_seconds']} / {refresh['p95_seconds']} / {refresh['max_seconds']} s "
          f"(n={refresh['runs']})", met(refresh["p95_seconds"] <= 1), stack["load_average"]),
         (f"Dashboard RSS holding {page['windows_held']:,} windows "
-         f"({stack['symbols']:,} symbols × 24 h)", "bounded",
+         f"({stack['symbols']:,} symbols × {hours:g} h of backfill and live)", "bounded",
          f"{gb(page['rss_bytes_after_refreshes'])}; after a restart (the day read back "
          f"from the history store in {restarted['all_windows_held_seconds']} s) "
          f"{gb(restarted['rss_bytes'])}", "—", stack["load_average"]),
