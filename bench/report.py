@@ -137,7 +137,7 @@ def market_table(results: dict[str, Any]) -> str:
          f"(n={refresh['runs']})", met(refresh["p95_seconds"] <= 1), stack["load_average"]),
         (f"Dashboard RSS holding {page['windows_held']:,} windows "
          f"({stack['symbols']:,} symbols × {hours:g} h of backfill and live)", "bounded",
-         f"{gb(page['rss_bytes_after_refreshes'])}; after a restart (the day read back "
+         f"{gb(page['rss_bytes_after_refreshes'])}; after a restart (the windows read back "
          f"from the history store in {restarted['all_windows_held_seconds']} s) "
          f"{gb(restarted['rss_bytes'])}", "—", stack["load_average"]),
         ("Peak RSS, whole stack (GB)", "—", f"{memory['total'] / GB:.2f} ({components})",
