@@ -150,16 +150,8 @@ def market_table(results: dict[str, Any]) -> str:
 
 def readme_with_market_table(readme: str, results: dict[str, Any], results_path: str) -> str:
     """The README with the table between its bench-market markers replaced."""
-    machine = results["machine"]
-    section = (f"Last run: {results['started_at'][:16].replace('T', ' ')} UTC on "
-               f"{machine['cpus']} cores, load average {machine['load_average_at_start']} "
-               f"at the start (the machine may be shared); all figures in "
-               f"`{results_path}`.\n\n{market_table(results)}\n")
-    pattern = re.compile(r"(<!-- bench-market:begin -->\n).*?(<!-- bench-market:end -->)",
-                         re.S)
-    if not pattern.search(readme):
-        raise ValueError("the README lacks the bench-market markers")
-    return pattern.sub(lambda match: match.group(1) + section + match.group(2), readme)
+    return _with_section(readme, "bench-market", "Last run", market_table(results), results,
+                         results_path)
 
 
 def save(results: dict[str, Any]) -> Path:
@@ -173,12 +165,20 @@ def save(results: dict[str, Any]) -> Path:
 
 def readme_with_table(readme: str, results: dict[str, Any], results_path: str) -> str:
     """The README with the table between its bench-table markers replaced."""
+    return _with_section(readme, "bench-table", "Last full run", table(results), results,
+                         results_path)
+
+
+def _with_section(readme: str, marker: str, heading: str, table_text: str,
+                  results: dict[str, Any], results_path: str) -> str:
+    """The README with what stands between its `marker` begin and end comments replaced
+    by the run's machine line and `table_text`."""
     machine = results["machine"]
-    section = (f"Last full run: {results['started_at'][:16].replace('T', ' ')} UTC on "
+    section = (f"{heading}: {results['started_at'][:16].replace('T', ' ')} UTC on "
                f"{machine['cpus']} cores, load average {machine['load_average_at_start']} "
                f"at the start (the machine may be shared); all figures in "
-               f"`{results_path}`.\n\n{table(results)}\n")
-    pattern = re.compile(r"(<!-- bench-table:begin -->\n).*?(<!-- bench-table:end -->)", re.S)
+               f"`{results_path}`.\n\n{table_text}\n")
+    pattern = re.compile(rf"(<!-- {marker}:begin -->\n).*?(<!-- {marker}:end -->)", re.S)
     if not pattern.search(readme):
-        raise ValueError("the README lacks the bench-table markers")
+        raise ValueError(f"the README lacks the {marker} markers")
     return pattern.sub(lambda match: match.group(1) + section + match.group(2), readme)

@@ -28,6 +28,7 @@ Each phase records the load average, as the machine may be shared.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -35,7 +36,7 @@ import tempfile
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from bench.measure import (
     PeakMemory,
@@ -84,17 +85,23 @@ def run(plan: Plan, only: str = "all") -> dict[str, Any]:
     if only == "market":
         base = Settings.load()
         results = _started(plan, base)
-        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-            work = Path(tmp)
-            kafka = EmbeddedKafka(work / "kafka", work, port=free_port(consecutive=2),
-                                  heap=base.kafka_heap)
-            with kafka, PeakMemory() as memory:
-                memory.watch("kafka", kafka.nodes[0].process.pid)
-                results["market"] = run_market(base, kafka.bootstrap_servers, work, plan,
-                                               memory)
+        with _broker(base) as (work, kafka, memory):
+            results["market"] = run_market(base, kafka.bootstrap_servers, work, plan, memory)
         results["finished_at"] = datetime.now(timezone.utc).isoformat()
         return results
     return run_all(plan, market=only == "all")
+
+
+@contextlib.contextmanager
+def _broker(base: Settings) -> Iterator[tuple[Path, EmbeddedKafka, PeakMemory]]:
+    """A temporary folder with an embedded broker in it, its memory watched."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        kafka = EmbeddedKafka(work / "kafka", work, port=free_port(consecutive=2),
+                              heap=base.kafka_heap)
+        with kafka, PeakMemory() as memory:
+            memory.watch("kafka", kafka.nodes[0].process.pid)
+            yield work, kafka, memory
 
 
 def run_market(base: Settings, bootstrap: str, work: Path, plan: Plan,
@@ -122,41 +129,36 @@ def run_all(plan: Plan, market: bool = True) -> dict[str, Any]:
     if plan.max_offsets_per_trigger is not None:
         base = base.replace(max_offsets_per_trigger=plan.max_offsets_per_trigger)
     results = _started(plan, base)
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        work = Path(tmp)
-        kafka = EmbeddedKafka(work / "kafka", work, port=free_port(consecutive=2),
-                              heap=base.kafka_heap)
-        with kafka, PeakMemory() as memory:
-            memory.watch("kafka", kafka.nodes[0].process.pid)
-            bootstrap = kafka.bootstrap_servers
-            spark = build_session(phase_settings(base, bootstrap, work, "session"), "benchmark",
-                                  **{"spark.sql.streaming.numRecentProgressUpdates": "1000"})
-            try:
-                log.info("phase 1/7: Spark's ceilings (rate source -> noop)")
-                results["ceilings"] = {which: measure_ceiling(
-                    spark, phase_settings(base, bootstrap, work, f"ceiling-{which}"), plan,
-                    which) for which in ("seed", "job")}
-                log.info("phase 2/7: catch-up (the job drains a backlog)")
-                results["drain"] = measure_drain(
-                    spark, phase_settings(base, bootstrap, work, "drain"), plan)
-                log.info("phase 3/7: live, the rate searched upward")
-                memory.watch("this process (Spark job, load generator)", os.getpid())
-                results["live"] = measure_sustained(spark, base, bootstrap, work, plan, memory)
-                results["sustained"] = sustained(results["live"], results["ceilings"])
-            finally:
-                spark.stop()
-            memory.pids.clear()
-            memory.reset()
-            memory.watch("kafka", kafka.nodes[0].process.pid)
-            log.info("phase 4/7: tick -> aggregate latency (no browser)")
-            results["latency"] = measure_aggregate_latency(base, bootstrap, work, plan, memory)
-            log.info("phase 5/7: tick -> page latency (dashboard in Chromium)")
-            results["page_latency"] = measure_page_latency(base, bootstrap, work, plan, memory)
-            results["stack_memory_bytes"] = dict(memory.peaks) | {"total": memory.peak_total}
-            log.info("phase 6/7: producer requests per poll")
-            results["producer_requests"] = measure_requests_per_poll(base, bootstrap, work)
-            if market:
-                log.info("phase 7/7: the market")
-                results["market"] = run_market(base, bootstrap, work, plan, memory)
+    with _broker(base) as (work, kafka, memory):
+        bootstrap = kafka.bootstrap_servers
+        spark = build_session(phase_settings(base, bootstrap, work, "session"), "benchmark",
+                              **{"spark.sql.streaming.numRecentProgressUpdates": "1000"})
+        try:
+            log.info("phase 1/7: Spark's ceilings (rate source -> noop)")
+            results["ceilings"] = {which: measure_ceiling(
+                spark, phase_settings(base, bootstrap, work, f"ceiling-{which}"), plan,
+                which) for which in ("seed", "job")}
+            log.info("phase 2/7: catch-up (the job drains a backlog)")
+            results["drain"] = measure_drain(
+                spark, phase_settings(base, bootstrap, work, "drain"), plan)
+            log.info("phase 3/7: live, the rate searched upward")
+            memory.watch("this process (Spark job, load generator)", os.getpid())
+            results["live"] = measure_sustained(spark, base, bootstrap, work, plan, memory)
+            results["sustained"] = sustained(results["live"], results["ceilings"])
+        finally:
+            spark.stop()
+        memory.pids.clear()
+        memory.reset()
+        memory.watch("kafka", kafka.nodes[0].process.pid)
+        log.info("phase 4/7: tick -> aggregate latency (no browser)")
+        results["latency"] = measure_aggregate_latency(base, bootstrap, work, plan, memory)
+        log.info("phase 5/7: tick -> page latency (dashboard in Chromium)")
+        results["page_latency"] = measure_page_latency(base, bootstrap, work, plan, memory)
+        results["stack_memory_bytes"] = dict(memory.peaks) | {"total": memory.peak_total}
+        log.info("phase 6/7: producer requests per poll")
+        results["producer_requests"] = measure_requests_per_poll(base, bootstrap, work)
+        if market:
+            log.info("phase 7/7: the market")
+            results["market"] = run_market(base, bootstrap, work, plan, memory)
     results["finished_at"] = datetime.now(timezone.utc).isoformat()
     return results
