@@ -443,6 +443,26 @@ def test_every_timeframe_rolls_up_exactly_from_one_minute_candles(timeframe):
     assert candle_mismatches(got, expected_candles(ticks, minutes)) == []
 
 
+@pytest.mark.parametrize("timeframe", ["5m", "1h"])
+def test_a_time_range_keeps_every_candle_that_ends_in_it_whole(timeframe):
+    """The page reads only the 1-minute candles a time range needs: a candle of the
+    timeframe that began before the range starts is still made of all its minutes."""
+    ticks = replay_ticks("BTCUSDT-1m-2025-08-01_2025-08-10.csv", minutes=190, with_quantity=True)
+    one_minute = candle_store()
+    one_minute.put_many(parsed_candles(expected_candles(ticks)))
+    first = min(t.event_time for t in ticks).replace(second=0, microsecond=0)
+    since = first + timedelta(minutes=97, seconds=30)
+    minutes = views.TIMEFRAMES[timeframe]
+    frame = views.candles_frame(one_minute.snapshot(), ["BTCUSDT"], since, minutes, 5.0, {},
+                                20.0)
+    got = {candle_key(c["symbol"], format_time(c["open_time"])): as_text(c)
+           for c in frame.drop(columns=["partial", "completeness"]).to_dict("records")}
+    expected = {key: candle for key, candle in expected_candles(ticks, minutes).items()
+                if parse_candle(json.dumps(candle))["close_time"] > since}
+    assert len(got) < len(expected_candles(ticks, minutes))
+    assert candle_mismatches(got, expected) == []
+
+
 def test_a_timeframe_of_polls_expects_the_polls_of_its_whole_span():
     polls = [Tick("BTCUSDT", 100.0 + i, T0 + timedelta(seconds=7 * i), "binance")
              for i in range(60) if not 10 <= i < 20]

@@ -26,7 +26,7 @@ from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import ProducerStatus, SparkStatus, State
 from crypto_pipeline.core.symbols import is_pattern, matches
 from crypto_pipeline.dashboard.feed import FeedHealth
-from crypto_pipeline.dashboard.store import INDEX, Aggregate, Snapshot, Windows
+from crypto_pipeline.dashboard.store import INDEX, Aggregate, Layout, Snapshot, Windows
 
 # (field, label): the KPIs of a card, in order; spread, count and volume have no "good"
 # direction.
@@ -262,6 +262,14 @@ def _frame(parts: list[tuple[str, np.ndarray]]) -> pd.DataFrame:
     return frame.reindex(columns=list(FRAME_COLUMNS))
 
 
+def _starting_from(rows: np.ndarray, layout: Layout, since: datetime | None) -> np.ndarray:
+    """The rows (sorted by their start) that start at `since` or later: a page shows an
+    hour of a day's rows, and making records of the rest would cost most of a refresh."""
+    if since is None:
+        return rows
+    return rows[np.searchsorted(rows[:, layout.start], since.timestamp()):]
+
+
 def windows_frame(snapshot: Snapshot, symbols: Iterable[str],
                   since: datetime | None = None, *, slide: timedelta | None = None,
                   missing_pct: float | None = None) -> pd.DataFrame:
@@ -277,8 +285,7 @@ def windows_frame(snapshot: Snapshot, symbols: Iterable[str],
         held = snapshot.rows.get(symbol)
         if held is None:
             continue
-        if since is not None:
-            held = held[np.searchsorted(held[:, INDEX["window_start"]], since.timestamp()):]
+        held = _starting_from(held, snapshot.layout, since)
         for record in with_breaks(list(Windows(symbol, held)), "window_start", slide):
             if missing_pct is not None and record.get("count") is not None:
                 judged = completeness(record, record["window_start"], record["window_end"],
@@ -336,9 +343,17 @@ def candles_frame(candles: Snapshot, symbols: Iterable[str], since: datetime | N
                   newest: Mapping[str, datetime], missing_pct: float) -> pd.DataFrame:
     """The candles of `symbols` at a timeframe of `minutes` that end after `since`, each
     with `partial` and `completeness` (`newest`: each symbol's newest tick)."""
+    span = timedelta(minutes=minutes)
+    # A candle of the timeframe that ends after `since` began after `since - span`, and
+    # so did every 1-minute candle in it.
+    first = None if since is None else since - span
     rows = []
     for symbol in symbols:
-        for candle in rollup(candles.windows.get(symbol, ()), minutes, poll_interval_seconds):
+        held = candles.rows.get(symbol)
+        if held is None:
+            continue
+        minute = Windows(symbol, _starting_from(held, candles.layout, first), candles.layout)
+        for candle in rollup(minute, minutes, poll_interval_seconds):
             if since is not None and candle["close_time"] <= since:
                 continue
             judged = completeness(candle, candle["open_time"], candle["close_time"],
@@ -387,11 +402,15 @@ def alert_markers(alerts: Iterable[Mapping[str, Any]], snapshot: Snapshot,
     by_window: dict[tuple[str, datetime], list[Mapping[str, Any]]] = {}
     for alert in alerts:
         by_window.setdefault((alert["symbol"], alert["window_start"]), []).append(alert)
+    alerted = {symbol for symbol, _ in by_window}
     rows = []
     for symbol in symbols:
-        for record in snapshot.windows.get(symbol, ()):
+        held = snapshot.rows.get(symbol)
+        if symbol not in alerted or held is None:
+            continue
+        for record in Windows(symbol, _starting_from(held, snapshot.layout, since)):
             raised = by_window.get((symbol, record["window_start"]))
-            if raised and (since is None or record["window_start"] >= since):
+            if raised:
                 rows.append((symbol, record["window_start"], record["avg_price"],
                              "<br>".join(fmt.alert(a) for a in raised),
                              (record.get("pct_change") or 0) >= 0))
