@@ -16,7 +16,7 @@ from crypto_pipeline.core.history import open_history, sqlite_url
 from crypto_pipeline.core.schema import format_time
 from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.kafka_io.topics import ensure_topics
-from crypto_pipeline.streaming.backfill import Backfill, backfill_ticks, fill_starts
+from crypto_pipeline.streaming.backfill import SOURCE, Backfill, fill_starts
 from support import DATA_DIR
 from support.dashboard_support import aggregate
 from support.fake_binance import FakeBinance
@@ -41,6 +41,16 @@ ETH_FILE = DATA_DIR / "ETHUSDT-1m-2022-08-15.csv"
 NOW = datetime(2025, 8, 3, 0, 0, 40, tzinfo=timezone.utc)
 UNTIL = datetime(2025, 8, 3, tzinfo=timezone.utc)
 MINUTE = timedelta(minutes=1)
+
+
+def backfill_ticks(klines) -> list:
+    """What the backfill stands for: each kline's ticks, sharing its volume."""
+    ticks = []
+    for kline in klines:
+        replayed = kline.ticks(SOURCE)
+        ticks += [dataclasses.replace(tick, quantity=kline.volume / len(replayed))
+                  for tick in replayed]
+    return ticks
 
 
 def oracle_windows(klines, since, until, settings):

@@ -39,7 +39,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -52,7 +52,6 @@ from crypto_pipeline.binance.rest import BinanceError
 from crypto_pipeline.core.history import HistoryStore, open_history
 from crypto_pipeline.core.schema import (
     TICK_FIELDS,
-    Tick,
     aggregate_key,
     candle_key,
     spark_schema,
@@ -103,19 +102,10 @@ def fill_starts(symbols: Iterable[str], newest: Mapping[str, datetime], since: d
     return {symbol: start for symbol, start in starts.items() if start + duration <= until}
 
 
-def backfill_ticks(klines: Iterable[Kline]) -> list[Tick]:
-    """Each kline's ticks, sharing its volume: a window's volume is then exact."""
-    ticks = []
-    for kline in klines:
-        replayed = kline.ticks(SOURCE)
-        ticks += [replace(tick, quantity=kline.volume / len(replayed)) for tick in replayed]
-    return ticks
-
-
 def tick_rows(klines: Iterable[Kline]):
-    """`backfill_ticks` as a pandas frame of the tick columns (Spark takes it through
-    Arrow, far faster than Tick objects row by row); the same prices, times and
-    quantities."""
+    """Each kline's ticks (`Kline.ticks`), sharing its volume so a window's volume is
+    exact, as a pandas frame of the tick columns: Spark takes it through Arrow, far
+    faster than Tick objects row by row."""
     import pandas as pd
 
     columns: dict[str, list] = {"symbol": [], "price": [], "event_time": [], "quantity": []}
