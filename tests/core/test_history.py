@@ -5,6 +5,7 @@ its password masked, a database that cannot be used named in one line."""
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -19,7 +20,7 @@ from crypto_pipeline.core.history import (
     ready_history,
     sqlite_url,
 )
-from crypto_pipeline.core.history.schema import AGGREGATES, ALERTS, TABLES, Table
+from crypto_pipeline.core.history.schema import AGGREGATES, ALERTS, CANDLES, TABLES, Table
 from crypto_pipeline.core.paths import PROJECT_ROOT
 from crypto_pipeline.core.schema import Field, format_time
 from support.helpers import free_port
@@ -150,6 +151,29 @@ def test_windows_in_bulk_are_numbers_symbol_by_symbol(history):
     last = btc[0, fields.index("last_event_time")]
     assert round(last * 1e6) == round((START + 4 * MINUTE).timestamp() * 1e6) + 123
     assert chunks[1][1][0, fields.index("volume")] == 2.5
+
+
+def test_candles_in_bulk_are_the_rows_load_candles_gives(history):
+    history.upsert_candles([candle("ETHUSDT", START, 10.0, volume=2.5),
+                            candle("BTCUSDT", START + MINUTE, 100.0, expected_count=None),
+                            candle("BTCUSDT", START, 99.0),
+                            candle("BTCUSDT", START - MINUTE, 98.0)])
+    chunks = list(history.iter_arrays(since=START, rows_per_chunk=2, table=CANDLES))
+    assert [symbols for symbols, _ in chunks] == [["BTCUSDT", "BTCUSDT"], ["ETHUSDT"]]
+    fields = CANDLES.fields[1:]
+    bulk = [{"symbol": symbol, **{f.name: value for f, value in zip(fields, row)}}
+            for symbols, rows in chunks for symbol, row in zip(symbols, rows.tolist())]
+    records = sorted(history.load_candles(since=START), key=lambda c: c["symbol"])
+    assert len(bulk) == len(records) == 3
+    for got, want in zip(bulk, records):
+        for f in CANDLES.fields:
+            value = want[f.name]
+            if f.type == "timestamp":
+                value = value.timestamp()
+            elif value is None:
+                value = math.nan
+            assert got[f.name] == value or (got[f.name] != got[f.name] and value != value), (
+                f.name, got, want)
 
 
 def test_recent_returns_look_back_from_each_moment(history):

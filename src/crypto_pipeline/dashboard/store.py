@@ -289,8 +289,8 @@ class AggregateStore:
         return count
 
     def put_arrays(self, symbols: Sequence[str], rows: np.ndarray) -> int:
-        """Windows as the history store reads them in bulk (`iter_arrays`): a symbol per
-        row and the COLUMNS in it, grouped by symbol."""
+        """Rows as the history store reads them in bulk (`iter_arrays` of this layout's
+        table): a symbol per row and the layout's columns in it, grouped by symbol."""
         if not len(symbols):
             return 0
         names = np.asarray(symbols)

@@ -252,18 +252,19 @@ class HistoryStore:
                 f'GROUP BY "symbol"'), params).fetchall()
         return {symbol: self.engine.from_db(start) for symbol, start in rows}
 
-    def iter_arrays(self, since: datetime | None = None, rows_per_chunk: int = 50_000
-                    ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """Aggregates (latest value per window) from `since` on, in chunks, symbol by
-        symbol and each oldest window first: (the symbols, one row of numbers each: the
-        other fields in AGGREGATE_FIELDS' order, times as epoch seconds, NaN where
-        none). Millions of windows, read without a dict or datetime per window."""
+    def iter_arrays(self, since: datetime | None = None, rows_per_chunk: int = 50_000,
+                    table: Table = AGGREGATES) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Rows of `table` (aggregates, or candles: latest value per key) whose start
+        (the key's time) is `since` or later, in chunks, symbol by symbol and each oldest
+        first: (the symbols, one row of numbers each: the other fields in the table's
+        order, times as epoch seconds, NaN where none). Millions of windows, read without
+        a dict or datetime per window."""
         if not self.engine.exists():
             return
-        where, params = ('"window_start" >= ?', [self._time(since)]) if since is not None \
-            else ("", [])
-        text = self._sql(schema.select(AGGREGATES, where, order_by=AGGREGATES.key))
-        numbers = AGGREGATES.fields[1:]
+        where, params = (f'"{table.key[1]}" >= ?', [self._time(since)]) \
+            if since is not None else ("", [])
+        text = self._sql(schema.select(table, where, order_by=table.key))
+        numbers = table.fields[1:]
         with self._cursor() as cursor:
             cursor.execute(text, params)
             while rows := cursor.fetchmany(rows_per_chunk):
