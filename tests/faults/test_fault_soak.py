@@ -37,8 +37,9 @@ MINUTES = float(os.environ.get("SOAK_MINUTES", "30"))
 RATE = 1000
 SYMBOLS = 200
 SAMPLE_SECONDS = 10.0
-TOLERANCE = {"state_rows": 0.10, "rss_mib": 0.20, "batch_ms": 0.30}
-MIB = 1024 * 1024
+TOLERANCE = {"state_rows": 0.10, "rss_gb": 0.20, "batch_ms": 0.30}
+# How each is written: memory in GB, as everywhere in the project.
+FORMATS = {"state_rows": ",.0f", "rss_gb": ".2f", "batch_ms": ",.0f"}
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Sample:
     state_rows: int
     batch_ms: int
     backlog: int
-    rss_mib: float
+    rss_gb: float
 
 
 def sample_until(job: Supervised, settings, began: float, stop: threading.Event,
@@ -59,7 +60,7 @@ def sample_until(job: Supervised, settings, began: float, stop: threading.Event,
             continue
         samples.append(Sample(time.monotonic() - began, status.state_rows,
                               status.batch_duration_ms or 0, status.backlog or 0,
-                              tree_rss_bytes(child) / MIB))
+                              tree_rss_bytes(child) / 1e9))
 
 
 def counts(settings) -> dict[str, dict[str, int]]:
@@ -129,9 +130,10 @@ def test_soak_state_time_and_memory_stay_flat(settings, tmp_path, fault_report):
     for name, tolerance in TOLERANCE.items():
         before, after = level(reference, name), level(final, name)
         verdicts[name] = after <= before * (1 + tolerance)
-        scenario.note(f"{name}: {before:,.0f} in the middle third, {after:,.0f} in the last "
+        shown = FORMATS[name]
+        scenario.note(f"{name}: {before:{shown}} in the middle third, {after:{shown}} in the last "
                       f"(at most +{tolerance:.0%}): {'flat' if verdicts[name] else 'GROWING'}")
-    scenario.details += ["| minute | state rows | batch duration (ms) | backlog | job RSS (MiB) |",
+    scenario.details += ["| minute | state rows | batch duration (ms) | backlog | job RSS (GB) |",
                          "|---|---|---|---|---|"]
     for minute in range(int(MINUTES)):
         group = [s for s in samples if minute * 60 <= s.at < (minute + 1) * 60]
@@ -140,7 +142,7 @@ def test_soak_state_time_and_memory_stay_flat(settings, tmp_path, fault_report):
                 f"| {minute + 1} | {statistics.fmean(s.state_rows for s in group):,.0f} | "
                 f"{statistics.median(s.batch_ms for s in group):,.0f} | "
                 f"{max(s.backlog for s in group):,} | "
-                f"{statistics.fmean(s.rss_mib for s in group):,.0f} |")
+                f"{statistics.fmean(s.rss_gb for s in group):.2f} |")
     assert scenario.lost == 0 and scenario.duplicated == 0
     assert all(verdicts.values()), verdicts
     assert job.restarts == 0

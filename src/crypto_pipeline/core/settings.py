@@ -462,7 +462,7 @@ class Settings:
     dashboard_history_hours: float = setting(
         "24", "hours of windows the dashboard holds per symbol, counted back from the newest "
         "(its memory: about 136 bytes a window and 80 a candle; 2,000 symbols x 24 h is "
-        "about 620 MB)",
+        "about 0.62 GB)",
         _number(0), group=DASHBOARD)
 
     # Metrics
