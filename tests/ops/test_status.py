@@ -36,3 +36,16 @@ def test_an_unavailable_history_is_named_without_its_password(tmp_path):
     assert "Connection refused" in line and "hunter2" not in line
     assert control.status_json(report)["newest_aggregate"]["history_error"] == \
         report.history_error
+
+
+def test_the_last_error_is_of_the_run_the_supervisor_started(tmp_path):
+    """start.sh marks each start in the log; a mark well before the supervisor's start
+    belongs to another run (a supervisor a test started logs elsewhere)."""
+    log = tmp_path / "spark.log"
+    log.write_text(f"{control.start_mark('spark')}\n"
+                   "26/12/01 16:17:41 ERROR DataWritingSparkTask: Aborted commit\n")
+    now = datetime.now(timezone.utc).timestamp()
+    assert "Aborted commit" in control.last_error_line(log, now)
+    assert control.last_error_line(log, now + 3 * 3600) is None
+    log.write_text(log.read_text() + f"{control.start_mark('spark')}\nall well\n")
+    assert control.last_error_line(log, now) is None

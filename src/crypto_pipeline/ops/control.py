@@ -37,6 +37,10 @@ from crypto_pipeline.ops.supervisor import pid_file
 # Marks a line in a component's log where a start begins: the last error shown is the
 # current run's.
 START_MARK = "==== "
+MARK_TIME = "%Y-%m-%dT%H:%M:%SZ"
+# A mark this much older than its supervisor's start is of another run (the mark
+# is written just before the supervisor starts, to the second).
+MARK_SLACK_SECONDS = 60.0
 
 
 def supervisor_pid(settings: Settings, name: str) -> int | None:
@@ -184,7 +188,7 @@ def status_report(settings: Settings, expected: list[str] | None = None) -> Stat
             child_state=None if supervisor.state == State.RUNNING else str(supervisor.state),
             detail=component_detail(settings, name),
             last_error=(status.last_error if status else None)
-            or _last_error_line(component.log_file),
+            or last_error_line(component.log_file, supervisor.started_at),
             status=asdict(status) if status else None,
             notes=component_notes(status)))
     newest, history_error = _newest_emitted_at(settings)
@@ -308,16 +312,36 @@ def _age(seconds: float | None) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
-def _last_error_line(log_file: Path) -> str | None:
-    """The last ERROR line of the component's current run (start marks each start)."""
+def last_error_line(log_file: Path, started_at: float | None) -> str | None:
+    """The last ERROR line of the component's current run (start.sh marks each start),
+    when that run is the one of the supervisor started at `started_at`: a supervisor
+    started otherwise (by hand, by a test) logs elsewhere, and the file is another run's."""
     try:
         lines = log_file.read_text(errors="replace").splitlines()[-2000:]
     except FileNotFoundError:
         return None
     starts = [i for i, line in enumerate(lines) if line.startswith(START_MARK)]
+    if started_at is not None and starts:
+        began = _mark_time(lines[starts[-1]])
+        if began is not None and began < started_at - MARK_SLACK_SECONDS:
+            return None
     current = lines[starts[-1]:] if starts else lines
     errors = [line for line in current if " ERROR " in line or line.startswith("error:")]
     return errors[-1][:200] if errors else None
+
+
+def start_mark(name: str) -> str:
+    """The line start.sh writes into a component's log as it starts it."""
+    return (f"{START_MARK}{datetime.now(timezone.utc):{MARK_TIME}} start.sh: starting "
+            f"{name} ====")
+
+
+def _mark_time(line: str) -> float | None:
+    try:
+        moment = datetime.strptime(line[len(START_MARK):].split()[0], MARK_TIME)
+    except (IndexError, ValueError):
+        return None
+    return moment.replace(tzinfo=timezone.utc).timestamp()
 
 
 def _freshness_line(report: StatusReport) -> str:

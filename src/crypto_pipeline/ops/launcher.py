@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence, TextIO
 
@@ -152,8 +151,7 @@ class Launch:
                                    f"port setting)")
         log_path = LOG_DIR / f"{name}.log"
         with open(log_path, "a") as log:
-            log.write(f"\n{control.START_MARK}{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} "
-                      f"start.sh: starting {name} ====\n")
+            log.write(f"\n{control.start_mark(name)}\n")
             log.flush()
             # A session of its own: the supervisor outlives this command and a terminal's
             # Ctrl-C meant for it.
