@@ -22,6 +22,7 @@ import pytest
 from fault_report import windows_per_tick
 
 from bench.loadgen import paced
+from bench.plan import GB
 from crypto_pipeline.core.history import open_history
 from crypto_pipeline.core.processes import free_port, tree_rss_bytes
 from crypto_pipeline.core.schema import aggregate_key, format_time
@@ -38,7 +39,7 @@ RATE = 1000
 SYMBOLS = 200
 SAMPLE_SECONDS = 10.0
 TOLERANCE = {"state_rows": 0.10, "rss_gb": 0.20, "batch_ms": 0.30}
-# How each is written: memory in GB, as everywhere in the project.
+# How each is written: memory in GB, the project's one unit for it.
 FORMATS = {"state_rows": ",.0f", "rss_gb": ".2f", "batch_ms": ",.0f"}
 
 
@@ -60,7 +61,7 @@ def sample_until(job: Supervised, settings, began: float, stop: threading.Event,
             continue
         samples.append(Sample(time.monotonic() - began, status.state_rows,
                               status.batch_duration_ms or 0, status.backlog or 0,
-                              tree_rss_bytes(child) / 1e9))
+                              tree_rss_bytes(child) / GB))
 
 
 def counts(settings) -> dict[str, dict[str, int]]:

@@ -181,6 +181,17 @@ class Snapshot:
     def windows(self) -> Mapping[str, Windows]:
         return _WindowsBySymbol(self.rows, self.layout)
 
+    def starting_from(self, symbol: str, since: datetime | None) -> Windows:
+        """`symbol`'s windows (or candles) that start at `since` or later, oldest first;
+        none when the snapshot has no such symbol. A page shows an hour of a day's rows,
+        and making records of the rest would cost most of a refresh."""
+        rows = self.rows.get(symbol)
+        if rows is None:
+            rows = np.empty((0, len(self.layout.columns)))
+        elif since is not None:
+            rows = rows[np.searchsorted(rows[:, self.layout.start], _seconds(since)):]
+        return Windows(symbol, rows, self.layout)
+
     def __len__(self) -> int:
         return sum(len(rows) for rows in self.rows.values())
 

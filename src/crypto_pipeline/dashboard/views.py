@@ -26,7 +26,7 @@ from crypto_pipeline.core.settings import Settings
 from crypto_pipeline.core.status import ProducerStatus, SparkStatus, State
 from crypto_pipeline.core.symbols import is_pattern, matches
 from crypto_pipeline.dashboard.feed import FeedHealth
-from crypto_pipeline.dashboard.store import INDEX, Aggregate, Layout, Snapshot, Windows
+from crypto_pipeline.dashboard.store import INDEX, Aggregate, Snapshot
 
 # (field, label): the KPIs of a card, in order; spread, count and volume have no "good"
 # direction.
@@ -262,14 +262,6 @@ def _frame(parts: list[tuple[str, np.ndarray]]) -> pd.DataFrame:
     return frame.reindex(columns=list(FRAME_COLUMNS))
 
 
-def _starting_from(rows: np.ndarray, layout: Layout, since: datetime | None) -> np.ndarray:
-    """The rows (sorted by their start) that start at `since` or later: a page shows an
-    hour of a day's rows, and making records of the rest would cost most of a refresh."""
-    if since is None:
-        return rows
-    return rows[np.searchsorted(rows[:, layout.start], since.timestamp()):]
-
-
 def windows_frame(snapshot: Snapshot, symbols: Iterable[str],
                   since: datetime | None = None, *, slide: timedelta | None = None,
                   missing_pct: float | None = None) -> pd.DataFrame:
@@ -282,11 +274,8 @@ def windows_frame(snapshot: Snapshot, symbols: Iterable[str],
     newest = newest_ticks(snapshot, symbols)
     rows = []
     for symbol in symbols:
-        held = snapshot.rows.get(symbol)
-        if held is None:
-            continue
-        held = _starting_from(held, snapshot.layout, since)
-        for record in with_breaks(list(Windows(symbol, held)), "window_start", slide):
+        held = list(snapshot.starting_from(symbol, since))
+        for record in with_breaks(held, "window_start", slide):
             if missing_pct is not None and record.get("count") is not None:
                 judged = completeness(record, record["window_start"], record["window_end"],
                                       newest.get(symbol), missing_pct)
@@ -349,11 +338,8 @@ def candles_frame(candles: Snapshot, symbols: Iterable[str], since: datetime | N
     first = None if since is None else since - span
     rows = []
     for symbol in symbols:
-        held = candles.rows.get(symbol)
-        if held is None:
-            continue
-        minute = Windows(symbol, _starting_from(held, candles.layout, first), candles.layout)
-        for candle in rollup(minute, minutes, poll_interval_seconds):
+        for candle in rollup(candles.starting_from(symbol, first), minutes,
+                             poll_interval_seconds):
             if since is not None and candle["close_time"] <= since:
                 continue
             judged = completeness(candle, candle["open_time"], candle["close_time"],
@@ -405,10 +391,9 @@ def alert_markers(alerts: Iterable[Mapping[str, Any]], snapshot: Snapshot,
     alerted = {symbol for symbol, _ in by_window}
     rows = []
     for symbol in symbols:
-        held = snapshot.rows.get(symbol)
-        if symbol not in alerted or held is None:
+        if symbol not in alerted:
             continue
-        for record in Windows(symbol, _starting_from(held, snapshot.layout, since)):
+        for record in snapshot.starting_from(symbol, since):
             raised = by_window.get((symbol, record["window_start"]))
             if raised:
                 rows.append((symbol, record["window_start"], record["avg_price"],
